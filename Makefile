@@ -1,0 +1,65 @@
+# pcam_nb: the two commands a fresh machine needs are `make train` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Real sample data (read-only, never copied here); real-data cells and tests run only when it exists.
+PCAM_SAMPLE ?= $(abspath ../shared/data/pcam-sample)
+export PCAM_SAMPLE
+REALDATA := $(if $(wildcard $(PCAM_SAMPLE)/labels.csv),realdata,)
+QUIET_PIP := grep -v '^WARNING: Location' || true
+
+.PHONY: venv train test nbtest pytest lab docs readme export clean bench-load help
+
+help:
+	@echo "make train  - set up .venv and run the main job (CPU: synthetic demo; GPU: full recipe)"
+	@echo "make test   - set up .venv if needed and run every notebook (nbdev_test) and tests/ (pytest)"
+	@echo "make lab    - JupyterLab on nbs/ with pcam_nb importable"
+	@echo "make docs   - build the docs site with nbdev_docs (needs the Quarto binary)"
+	@echo "make export - notebooks -> pcam_nb/ (nbdev_export), then nbdev_clean and README.md"
+
+venv: $(BIN)/.installed
+
+# torch/torchvision: the verified versions (../shared/notes/stack.md); pip takes them from local disk where it can.
+$(BIN)/.installed: settings.ini setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install -q -e ".[dev]" 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -c "import pcam_nb, fastai, nbdev, h5py"
+	touch $@
+
+train: venv
+	$(BIN)/pcam_synth
+	$(BIN)/pcam_info synthetic
+
+test: nbtest pytest
+
+nbtest: venv
+	$(BIN)/nbdev_test --n_workers 2 --flags "$(REALDATA)" --timing
+
+pytest: venv
+	$(BIN)/pytest tests
+
+lab: venv
+	$(BIN)/jupyter lab --notebook-dir=nbs
+
+docs: venv
+	@command -v quarto >/dev/null || { echo "make docs: the Quarto binary is not installed, and nbdev_docs needs it."; \
+	  echo "Install it from https://quarto.org/docs/get-started/ (a .deb/.tar.gz; not on PyPI, Debian or npm), then run make docs again."; \
+	  echo "The processed notebooks alone: $(BIN)/nbdev_proc_nbs"; exit 1; }
+	$(BIN)/nbdev_docs
+
+readme: venv
+	$(BIN)/python tools/make_readme.py
+
+export: venv
+	$(BIN)/nbdev_export
+	$(BIN)/nbdev_clean
+	$(BIN)/python tools/make_readme.py
+
+bench-load: venv
+	$(BIN)/python benchmarks/load_speed.py
+
+clean:
+	rm -rf _docs _proc .pytest_cache
