@@ -9,6 +9,8 @@ PCAM_SAMPLE ?= $(abspath ../shared/data/pcam-sample)
 export PCAM_SAMPLE
 REALDATA := $(if $(wildcard $(PCAM_SAMPLE)/labels.csv),realdata,)
 QUIET_PIP := grep -v '^WARNING: Location' || true
+CPU_EPOCHS ?= 3
+CPU_LIMIT ?= 4096
 
 .PHONY: venv train test nbtest pytest lab docs readme export clean bench-load help
 
@@ -29,9 +31,19 @@ $(BIN)/.installed: settings.ini setup.py
 	$(BIN)/python -c "import pcam_nb, fastai, nbdev, h5py"
 	touch $@
 
+# The main job. With a CUDA GPU: the full recipe (vgg16_bn from scratch, 30 epochs) on TRAIN_DATA (the official
+# PCam files in data/pcam when downloaded, else the synthetic default). Without one: the CPU demo, the baseline CNN
+# on the synthetic default, a few minutes on 2 cores.
+STAMP := $(shell date +%Y%m%d-%H%M%S)
+TRAIN_DATA ?= $(if $(wildcard data/pcam/camelyonpatch_level_2_split_train_x.h5),data/pcam,synthetic)
 train: venv
-	$(BIN)/pcam_synth
-	$(BIN)/pcam_info synthetic
+	@if $(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+	  echo "GPU found: full recipe (vgg16_bn) on $(TRAIN_DATA)"; \
+	  $(BIN)/pcam_train --data $(TRAIN_DATA) --arch vgg16_bn --out runs/vgg16_bn-$(STAMP); \
+	else \
+	  echo "No GPU: CPU demo (simple_cnn on synthetic PCam; the full recipe needs a GPU)"; \
+	  $(BIN)/pcam_train --data synthetic --arch simple_cnn --epochs $(CPU_EPOCHS) --limit $(CPU_LIMIT) --bs 128 --out runs/cpu-demo-$(STAMP); \
+	fi
 
 test: nbtest pytest
 

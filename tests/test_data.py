@@ -118,3 +118,29 @@ def test_chest_xray_sample():
     "Greyscale 300x300 chest X-rays with string labels load, resized, through the same entry point."
     p = load_patches(sample('chest-xray-sample', 'CXR_SAMPLE'), 'train', size=64, progress=False)
     assert p.classes == ['normal', 'pneumonia'] and p.x.shape[1:] == (64, 64, 3) and len(p) == 624 - 125
+
+
+def test_real_sample_every_source_into_dataloaders(tmp_path):
+    "The same real patches as image folder + CSV, converted HDF5 and class folders give the same fastai DataLoaders data."
+    import pandas as pd
+    from pcam_nb.loaders import pcam_dls
+    src = sample()
+    df = pd.read_csv(src/'labels.csv')
+    sub = pd.concat([df[df.split == 'train'].groupby('label').head(150), df[df.split == 'valid'].groupby('label').head(50)])
+    csvdir = tmp_path/'csv'; (csvdir/'images').mkdir(parents=True)
+    for i in sub.id: (csvdir/'images'/f'{i}.jpg').symlink_to(src/'images'/f'{i}.jpg')   # links, not copies
+    sub.to_csv(csvdir/'labels.csv', index=False)
+    cls = tmp_path/'classes'
+    for r in sub.itertuples():
+        d = cls/r.split/('tumour' if r.label else 'normal'); d.mkdir(parents=True, exist_ok=True)
+        (d/f'{r.id}.jpg').symlink_to(src/'images'/f'{r.id}.jpg')
+    assert cli('pcam_convert', csvdir, tmp_path/'h5').returncode == 0
+    got = {}
+    for kind, path in (('csv', csvdir), ('hdf5', tmp_path/'h5'), ('folders', cls)):
+        dls = pcam_dls(path, bs=32, device='cpu', progress=False)
+        assert dls.vocab == ['normal', 'tumour'] and len(dls.train_ds) == 300 and len(dls.valid_ds) == 100
+        xb, yb = dls.one_batch()
+        assert xb.shape == (32, 3, 96, 96)
+        ids = [str(i).split('/')[-1].removesuffix('.jpg') for i in dls.valid_ds.ids]
+        got[kind] = {i: (dls.valid_ds.x[k].sum().item(), int(dls.valid_ds.y[k])) for k, i in enumerate(ids)}
+    assert got['csv'] == got['hdf5'] == got['folders']

@@ -1,0 +1,88 @@
+"End-to-end tests of pcam_train: every data source, run records, a real kill and --resume, bad input."
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import numpy as np, pandas as pd, pytest, torch
+from PIL import Image
+
+from conftest import cli, sample, assert_clean_error, BIN
+
+FAST = ['--arch', 'simple_cnn', '--bs', '64', '--device', 'cpu', '--no-progress']
+
+
+@pytest.fixture(scope='module')
+def synth(tmp_path_factory):
+    from pcam_nb.synth import make_synthetic
+    return make_synthetic(tmp_path_factory.mktemp('synth'), n_train=768, n_valid=256, n_test=64, seed=3, progress=False)
+
+
+@pytest.fixture(scope='module')
+def class_folders(tmp_path_factory):
+    "Three classes of 48 px images in class folders."
+    root = tmp_path_factory.mktemp('classes')
+    rng = np.random.default_rng(0)
+    for c, shade in (('adipose', 230), ('stroma', 150), ('tumour', 70)):
+        (root/c).mkdir()
+        for i in range(24):
+            a = np.clip(rng.normal(shade, 30, (48, 48, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(a).save(root/c/f'{i}.png')
+    return root
+
+
+def test_run_record(synth, tmp_path):
+    out = tmp_path/'run'
+    r = cli('pcam_train', '--data', synth, *FAST, '--epochs', 2, '--out', out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((out/'metrics.json').read_text())
+    assert {'valid_auc', 'valid_accuracy', 'valid_loss', 'epochs', 'seconds'} <= set(m) and m['epochs'] == 2
+    cfg = json.loads((out/'config.json').read_text())
+    for k in ('arch', 'epochs', 'lr', 'bs', 'seed', 'torch', 'fastai', 'git_commit', 'device', 'classes'): assert k in cfg, k
+    h = pd.read_csv(out/'history.csv')
+    assert list(h.epoch) == [0, 1] and {'train_loss', 'valid_loss', 'accuracy', 'roc_auc_score', 'seconds'} <= set(h.columns)
+    assert (out/'curves.png').stat().st_size > 1000 and (out/'export.pkl').exists()
+    sd = torch.load(out/'model.pth', weights_only=True)     # plain state_dict: safe loading works
+    assert all(isinstance(v, torch.Tensor) for v in sd.values())
+    assert 'run folder' in r.stdout
+
+
+@pytest.mark.parametrize('kind', ['class_folders', 'csv_sample'])
+def test_every_source(kind, class_folders, tmp_path):
+    data = class_folders if kind == 'class_folders' else sample()
+    extra = ['--limit', 256, '--valid-limit', 128] if kind == 'csv_sample' else ['--size', 32]
+    r = cli('pcam_train', '--data', data, *FAST, '--epochs', 1, '--out', tmp_path/'run', *extra)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = json.loads((tmp_path/'run'/'config.json').read_text())
+    assert cfg['classes'] == (['adipose', 'stroma', 'tumour'] if kind == 'class_folders' else ['normal', 'tumour'])
+
+
+def test_resume_after_kill(synth, tmp_path):
+    "SIGKILL a run after its first checkpoint; --resume finishes it with the same record as an uninterrupted run."
+    out = tmp_path/'run'
+    args = [str(BIN/'pcam_train'), '--data', str(synth), *FAST, '--epochs', '3', '--limit', '512', '--out', str(out)]
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    t0 = time.time()
+    while time.time() - t0 < 240:
+        st = out/'state.json'
+        if st.exists() and json.loads(st.read_text())['epochs_done'] >= 1: break
+        if p.poll() is not None: pytest.fail('run ended before it could be killed')
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL); p.wait()
+    done = json.loads((out/'state.json').read_text())['epochs_done']
+    assert 1 <= done < 3 and not (out/'metrics.json').exists()
+    r = cli('pcam_train', '--out', out, '--resume', '--no-progress')
+    assert r.returncode == 0, r.stderr[-3000:]
+    h = pd.read_csv(out/'history.csv')
+    assert list(h.epoch) == [0, 1, 2]
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['epochs'] == 3 and 0 <= m['valid_auc'] <= 1
+
+
+@pytest.mark.parametrize('args,fragments', [
+    (['--data', '/nowhere'], ['no such file or folder']),
+    (['--arch', 'vgg17_bn'], ['vgg17_bn']),
+    (['--resume'], ['--resume needs --out']),
+])
+def test_bad_input(args, fragments, synth, tmp_path):
+    base = ['--data', str(synth), '--epochs', '1', '--device', 'cpu', '--out', str(tmp_path/'r')]
+    r = cli('pcam_train', *base, *args) if '--resume' not in args else cli('pcam_train', '--resume')
+    assert_clean_error(r, *fragments)
