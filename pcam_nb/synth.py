@@ -20,7 +20,7 @@ __all__ = ['SYNTH_VERSION', 'BLOCK', 'CHUNK', 'PAD', 'CENTRE', 'H_VEC', 'E_VEC',
            'sprite_banks', 'fibre_bank', 'noise_tile', 'synth_patches', 'make_synthetic', 'pcam_synth']
 
 # %% ../nbs/02_synth.ipynb #c7a599e5
-SYNTH_VERSION = 1     # stored with generated files; bump when the generator's output changes
+SYNTH_VERSION = 2     # stored with generated files; bump when the generator's output changes (2: first release)
 BLOCK = 128           # patches per seed block: part of the definition of the stream, never change it
 CHUNK = 16            # patches painted at a time (sized for the CPU cache; the output does not depend on it)
 PAD = 16              # canvas margin, so that cells can straddle the patch border
