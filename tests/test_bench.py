@@ -1,0 +1,32 @@
+"pcam_bench end to end on the CPU with tiny sizes (mechanics only: CPU figures are not GPU figures)."
+import json
+from conftest import cli, assert_clean_error
+
+
+def test_bench_cli_smoke(tmp_path):
+    out = tmp_path/'bench.json'
+    r = cli('pcam_bench', '--json', out, '--data', tmp_path/'data', '--archs', 'simple_cnn', '--bs', 16, '--steps', 2,
+            '--warmup', 1, '--per-item-steps', 2, '--workers', 1, '--n-train', 128, '--n-valid', 32, '--tta-n', 16,
+            '--device', 'cpu', '--no-progress', timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    a = res['archs']['simple_cnn']
+    for k in ('ceiling', 'ceiling_fused_adamw', 'pipeline', 'per_item'): assert a[k] > 0, k
+    assert abs(a['pipeline/per_item'] - a['pipeline'] / a['per_item']) < 1e-9
+    assert res['env']['device'] == 'cpu' and res['env']['torch'] and res['settings']['bs'] == 16
+    assert res['load']['n'] == 128 and res['tta']['n'] == 16 and res['tta']['views'] == 8
+    assert res['epoch']['n_train'] == 128 and res['epoch']['seconds'] >= res['epoch']['train_seconds'] > 0
+    md = (tmp_path/'bench.md').read_text()
+    assert 'CPU smoke run' in md and '| simple_cnn |' in md and 'D4-TTA' in md
+
+
+def test_bench_bad_input(tmp_path):
+    assert_clean_error(cli('pcam_bench', '--device', 'cpu'), '--json FILE is required')
+    r = cli('pcam_bench', '--json', tmp_path/'b.json', '--data', tmp_path/'d', '--archs', 'simple_cnn', '--bs', 16,
+            '--steps', 500, '--n-train', 64, '--n-valid', 16, '--device', 'cpu', '--no-progress')
+    assert_clean_error(r, 'warmup + steps')
+    import pytest
+    from pcam_nb.bench import bench
+    from pcam_nb.data import PCamDataError
+    with pytest.raises(PCamDataError, match='vgg17'): bench(tmp_path/'e', archs=['vgg17'], device='cpu')  # before any data
+    assert not (tmp_path/'e').exists()
