@@ -36,13 +36,14 @@ def test_run_record(synth, tmp_path):
     m = json.loads((out/'metrics.json').read_text())
     assert {'valid_auc', 'valid_accuracy', 'valid_loss', 'epochs', 'seconds'} <= set(m) and m['epochs'] == 2
     cfg = json.loads((out/'config.json').read_text())
-    for k in ('arch', 'epochs', 'lr', 'bs', 'seed', 'torch', 'fastai', 'git_commit', 'device', 'classes'): assert k in cfg, k
+    for k in ('arch', 'epochs', 'lr', 'bs', 'seed', 'torch', 'fastai', 'git_commit', 'device', 'classes', 'stats'): assert k in cfg, k
+    assert np.array(cfg['stats']).shape == (2, 3)
     h = pd.read_csv(out/'history.csv')
     assert list(h.epoch) == [0, 1] and {'train_loss', 'valid_loss', 'accuracy', 'roc_auc_score', 'seconds'} <= set(h.columns)
     assert (out/'curves.png').stat().st_size > 1000 and (out/'export.pkl').exists()
     sd = torch.load(out/'model.pth', weights_only=True)     # plain state_dict: safe loading works
     assert all(isinstance(v, torch.Tensor) for v in sd.values())
-    assert 'run folder' in r.stdout
+    assert 'run folder' in r.stdout and f'pcam_evaluate {out}' in r.stdout
 
 
 @pytest.mark.parametrize('kind', ['class_folders', 'csv_sample'])
@@ -86,3 +87,43 @@ def test_bad_input(args, fragments, synth, tmp_path):
     base = ['--data', str(synth), '--epochs', '1', '--device', 'cpu', '--out', str(tmp_path/'r')]
     r = cli('pcam_train', *base, *args) if '--resume' not in args else cli('pcam_train', '--resume')
     assert_clean_error(r, *fragments)
+
+
+def test_no_aug_and_compile(synth, tmp_path):
+    "--no-aug is recorded and turns augmentation off; --compile runs the recipe with a torch.compile'd model (inductor on CPU)."
+    out = tmp_path/'run'
+    r = cli('pcam_train', '--data', synth, *FAST, '--epochs', 1, '--limit', 128, '--valid-limit', 64, '--out', out,
+            '--no-aug', '--compile', timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = json.loads((out/'config.json').read_text())
+    assert cfg['aug'] is False and cfg['compile'] is True
+    assert json.loads((out/'metrics.json').read_text())['epochs'] == 1
+    from pcam_nb.train import load_model
+    assert load_model(out)(torch.zeros(1, 3, 96, 96)).shape == (1, 2)
+
+
+def test_aug_off_in_loader(synth):
+    from pcam_nb.loaders import pcam_dls, RandomD4
+    on, off = (pcam_dls(synth, bs=32, limit=64, valid_limit=32, device='cpu', progress=False, aug=a) for a in (True, False))
+    has_d4 = lambda d: any(isinstance(t, RandomD4) for t in d.train.after_batch.fs)
+    assert has_d4(on) and not has_d4(off)
+
+
+def test_compile_flags_contradict(synth, tmp_path):
+    r = cli('pcam_train', '--data', synth, '--device', 'cpu', '--out', tmp_path/'r', '--compile', '--no-compile')
+    assert_clean_error(r, '--compile and --no-compile')
+
+
+def test_valid_split_with_one_class(tmp_path):
+    "A valid split holding one class only would leave valid AUC undefined (no best epoch): a clear error up front."
+    from pcam_nb.train import pcam_run
+    from pcam_nb.data import PCamDataError
+    (tmp_path/'images').mkdir()
+    rows = []
+    for i in range(24):
+        split, label = ('valid', 0) if i >= 16 else ('train', i % 2)
+        Image.fromarray(np.full((32, 32, 3), 8 * i, np.uint8)).save(tmp_path/'images'/f'p{i}.png')
+        rows.append(dict(id=f'p{i}', label=label, split=split))
+    pd.DataFrame(rows).to_csv(tmp_path/'labels.csv', index=False)
+    with pytest.raises(PCamDataError, match="valid split holds only class 'normal'"):
+        pcam_run(tmp_path, 'simple_cnn', epochs=1, out=tmp_path/'run', bs=8, device='cpu', progress=False)
