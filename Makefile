@@ -12,7 +12,7 @@ QUIET_PIP := grep -v '^WARNING: Location' || true
 CPU_EPOCHS ?= 3
 CPU_LIMIT ?= 4096
 
-.PHONY: venv train test nbtest pytest lab docs readme export clean bench-load help
+.PHONY: venv train test nbtest pytest lab docs readme export clean bench-load bench help
 
 help:
 	@echo "make train  - set up .venv and run the main job (CPU: synthetic demo; GPU: full recipe)"
@@ -20,15 +20,20 @@ help:
 	@echo "make lab    - JupyterLab on nbs/ with pcam_nb importable"
 	@echo "make docs   - build the docs site with nbdev_docs (needs the Quarto binary)"
 	@echo "make export - notebooks -> pcam_nb/ (nbdev_export), then nbdev_clean and README.md"
+	@echo "make bench  - on a CUDA GPU: pcam_bench (ceiling vs pipeline vs per-item, epoch, load, TTA) -> benchmarks/bench.md"
 
 venv: $(BIN)/.installed
 
 # torch/torchvision: the verified versions (../shared/notes/stack.md); pip takes them from local disk where it can.
+# escnn (the equivariant models) with --no-deps: its declared dependencies py3nj (needs gfortran) and lie_learn (numpy 1.x
+# only) serve its 3D groups, which pcam_nb does not use; why and how: nbs/08_equivariant.ipynb.
+ESCNN := escnn==1.0.11
 $(BIN)/.installed: settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -m pip install -q -e ".[dev]" 2>&1 | $(QUIET_PIP)
-	$(BIN)/python -c "import pcam_nb, fastai, nbdev, h5py"
+	$(BIN)/python -m pip install -q --no-deps "$(ESCNN)" 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -c "import pcam_nb, fastai, nbdev, h5py; from pcam_nb.equivariant import escnn_modules; escnn_modules()"
 	touch $@
 
 # The main job. With a CUDA GPU: the full recipe (vgg16_bn from scratch, 30 epochs) on TRAIN_DATA (the official
@@ -72,6 +77,10 @@ export: venv
 
 bench-load: venv
 	$(BIN)/python benchmarks/load_speed.py
+
+# Throughput on a CUDA GPU (ceiling vs fastai pipeline vs per-item pipeline, epoch, load, TTA): benchmarks/bench.md
+bench: venv
+	PY=$(BIN)/python bash benchmarks/bench_gpu.sh
 
 clean:
 	rm -rf _docs _proc .pytest_cache

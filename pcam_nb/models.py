@@ -22,10 +22,10 @@ from fastai.vision.core import imagenet_stats
 from fastai.vision.learner import add_head, create_body, create_head, default_split, model_meta
 
 # %% auto #0
-__all__ = ['ARCHS', 'DOWNLOAD_TIMEOUT', 'VGG_NAMES', 'resnet_split', 'ArchInfo', 'register_arch', 'arch_info', 'list_archs',
-           'model_splitter', 'n_params', 'create_model', 'WeightsUnavailableError', 'weights_file', 'load_weights_file',
-           'imagenet_state_dict', 'tv_body', 'CentreConcatPool', 'pcam_head', 'tv_model', 'vgg_split', 'simple_cnn',
-           'simple_cnn_split', 'arch_table']
+__all__ = ['ARCHS', 'ARCH_RESOLVERS', 'DOWNLOAD_TIMEOUT', 'VGG_NAMES', 'resnet_split', 'ArchInfo', 'register_arch', 'arch_info',
+           'list_archs', 'model_splitter', 'n_params', 'create_model', 'WeightsUnavailableError', 'weights_file',
+           'load_weights_file', 'imagenet_state_dict', 'tv_body', 'CentreConcatPool', 'pcam_head', 'tv_model',
+           'vgg_split', 'simple_cnn', 'simple_cnn_split', 'arch_table']
 
 # %% ../nbs/04_models.ipynb #543b979a
 @dataclass
@@ -58,10 +58,14 @@ def register_arch(name:str, # registry key
     return info
 
 # %% ../nbs/04_models.ipynb #2397ea46
+ARCH_RESOLVERS: list = []  # functions name -> ArchInfo|None, for families that register names on demand
+
 def arch_info(arch) -> ArchInfo:
     "The `ArchInfo` of `arch` (a name or an `ArchInfo`); unknown names raise a `ValueError` listing the known ones."
     if isinstance(arch, ArchInfo): return arch
     if arch in ARCHS: return ARCHS[arch]
+    for resolve in ARCH_RESOLVERS:
+        if (info := resolve(arch)) is not None: return info
     close = difflib.get_close_matches(str(arch), list(ARCHS), n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ''
     raise ValueError(f"unknown architecture {arch!r}.{hint} Known architectures: {', '.join(ARCHS)}.")
@@ -304,3 +308,6 @@ def arch_table(archs=None, # names, default all of `ARCHS`
                          features=tuple(feats.shape[1:]), output=tuple(out.shape), groups=len(info.splitter(m)),
                          pretrained=info.pretrained_ok))
     return pd.DataFrame(rows).set_index('arch')
+
+# %% ../nbs/04_models.ipynb #0477e073
+from . import equivariant as _equivariant  # registers gcnn_c4/c8/d4 and cnn_baseline; escnn loads only when one is built

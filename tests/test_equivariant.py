@@ -1,0 +1,120 @@
+"Equivariant models (escnn): numerical invariance on CPU in fp32, export, state dicts, and training through pcam_train."
+import json
+
+import pytest, torch
+
+from conftest import cli
+from pcam_nb.equivariant import (gcnn, cnn_baseline, d4_spread, d4_logits, escnn_modules, EscnnMissingError, ensure_arch,
+                                 ESCNN_INSTALL, GCNN)
+from pcam_nb.models import create_model, n_params
+
+ROT = [0, 3, 6, 5]  # identity, 90, 180, 270 degrees in pcam_nb.loaders.d4's numbering
+
+
+def _settled(model, seed=0):
+    "`model` after one train-mode batch (non-trivial batch-norm statistics), in eval mode."
+    torch.manual_seed(seed)
+    model.train()(torch.randn(16, 3, 32, 32))
+    return model.eval()
+
+
+@pytest.fixture(scope='module')
+def x():
+    return torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope='module')
+def small():
+    torch.manual_seed(0)
+    return {g: _settled(gcnn(g, width=2, depth=2, img_size=32)) for g in ('d4', 'c4')}
+
+
+def test_d4_gcnn_invariant_baseline_not(small, x):
+    "The 8 D4 views of a random input give the same logits (fp32, within 1e-4) for the D4 GCNN; the same check fails for a plain CNN."
+    g = small['d4']
+    y = d4_logits(g, x)
+    assert y.shape == (8, 4, 2) and y.dtype == torch.float32
+    assert (y - y[0]).abs().max() < 1e-4
+    assert y.std() > 1e-3, 'logits must vary across inputs, or the check is empty'
+    base = _settled(cnn_baseline(width=6, depth=2, img_size=32))
+    assert d4_spread(base, x) > 1e-2
+    assert d4_spread(base, x, ROT) > 1e-2
+
+
+def test_c4_invariant_to_rotations_only(small, x):
+    c4 = small['c4']
+    assert d4_spread(c4, x, ROT) < 1e-4
+    assert d4_spread(c4, x) > 1e-3  # mirrorings are not in C4 (random weights)
+
+
+def test_export_same_outputs(small, x):
+    g = small['d4']
+    plain = g.export()
+    assert not any(type(m).__module__.startswith('escnn') for m in plain.modules())
+    with torch.no_grad(): assert torch.allclose(plain(x), g(x), atol=1e-5)
+    assert d4_spread(plain, x) < 1e-4
+    assert not g.training  # export left the model in its mode
+
+
+def test_state_dict_across_modes(small, x):
+    g = small['d4']
+    sd = g.state_dict()
+    assert all('filter' not in k and 'basisexpansion' not in k for k in sd)
+    fresh = gcnn('d4', width=2, depth=2, img_size=32)  # train mode
+    fresh.load_state_dict(sd)
+    fresh.eval()
+    with torch.no_grad(): assert torch.allclose(fresh(x), g(x), atol=1e-6)
+
+
+def test_registry_names():
+    assert ensure_arch('gcnn_c8_w3_d2').meta['group'] == 'c8'
+    m = create_model('gcnn_c8_w3_d2', n_out=3, img_size=32)
+    assert isinstance(m, GCNN) and m(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
+    assert ensure_arch('vgg16_bn_w3') is None
+    # the defaults are matched in size: baseline within 10% of the D4 GCNN
+    p = {n: n_params(create_model(n, img_size=32)) for n in ('gcnn_d4', 'cnn_baseline')}
+    assert abs(p['cnn_baseline'] / p['gcnn_d4'] - 1) < 0.1, p
+
+
+def test_missing_escnn_message(monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'escnn' else real(name, *a))
+    with pytest.raises(EscnnMissingError, match='pip install --no-deps escnn'):
+        escnn_modules.__wrapped__()
+    assert 'escnn==' in ESCNN_INSTALL
+
+
+def test_pcam_train_gcnn_d4(tmp_path):
+    "One epoch of the default D4 GCNN through the CLI (64 px patches); the run folder rebuilds an invariant model."
+    from pcam_nb.synth import make_synthetic
+    from pcam_nb.train import load_model
+    data = make_synthetic(tmp_path/'synth', n_train=128, n_valid=64, n_test=0, seed=5, size=64, progress=False)
+    out = tmp_path/'run'
+    r = cli('pcam_train', '--data', data, '--arch', 'gcnn_d4', '--epochs', 1, '--bs', 64, '--device', 'cpu',
+            '--no-progress', '--out', out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['epochs'] == 1 and 0 <= m['valid_auc'] <= 1
+    assert (out/'model.pth').stat().st_size < 4 * 4 * n_params(create_model('gcnn_d4', img_size=32))  # weights only, no bases
+    model = load_model(out)
+    assert isinstance(model, GCNN) and not model.training
+    x64 = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    assert d4_spread(model, x64) < 1e-4
+
+
+def test_study_grid_is_declared_and_shared():
+    "The study draws the same distinct configurations for every family, deterministically, and names real architectures."
+    import importlib.util
+    from conftest import ROOT
+    from pcam_nb.equivariant import parse_arch
+    spec = importlib.util.spec_from_file_location('equivariance_study', ROOT/'benchmarks'/'equivariance_study.py')
+    study = importlib.util.module_from_spec(spec); spec.loader.exec_module(study)
+    cfgs = study.draw_configs(6, 0)
+    assert cfgs == study.draw_configs(6, 0) and len({json.dumps(c, sort_keys=True) for c in cfgs}) == 6
+    assert all(set(c) == set(study.GRID) for c in cfgs)
+    for fam, (kind, aug) in study.FAMILIES.items():
+        p = parse_arch(study.config_arch(fam, cfgs[0]))
+        assert p['depth'] == cfgs[0]['depth'] and p['group'] == (None if kind == 'baseline' else kind)
+        assert p['width'] == study.WIDTHS[kind][cfgs[0]['width_step']]
+    assert study.FAMILIES['baseline_noaug'] == ('baseline', False)
