@@ -8,9 +8,11 @@ set -euo pipefail
 PY=${PY:-.venv/bin/python}; BIN=$(dirname "$PY")
 SAMPLE=${PCAM_SAMPLE:-../shared/data/pcam-sample}
 H5=${H5:-data/pcam-sample-h5}
+ARCHS=${ARCHS:-vgg16_bn resnet18 simple_cnn}   # e.g. ARCHS=vgg16_bn for one architecture per call
+export ARCHS
 [ -f "$H5/camelyonpatch_level_2_split_train_x.h5" ] || "$BIN/pcam_convert" "$SAMPLE" "$H5"
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU: these figures must be measured on a GPU'"
-for arch in vgg16_bn resnet18 simple_cnn; do
+for arch in $ARCHS; do
   rm -rf "runs/sample-$arch"
   "$BIN/pcam_train" --data "$H5" --arch "$arch" --out "runs/sample-$arch" --no-progress
   "$BIN/pcam_evaluate" "runs/sample-$arch" --split valid --tta --no-progress
@@ -19,7 +21,7 @@ done
 import json, pandas as pd, torch
 from pathlib import Path
 from pcam_nb.train import runs_table, md_table
-runs = [Path(f'runs/sample-{a}') for a in ('vgg16_bn', 'resnet18', 'simple_cnn')]
+runs = [Path(f'runs/sample-{a}') for a in ('vgg16_bn', 'resnet18', 'simple_cnn') if Path(f'runs/sample-{a}/metrics.json').exists()]
 out = ["# Training on the real PCam sample (20,000 train / 3,000 valid), default recipe, from scratch", "",
        f"Machine: {torch.cuda.get_device_name()}. Command: `bash benchmarks/train_sample.sh`.", "",
        md_table(runs_table(runs)), ""]
@@ -34,7 +36,7 @@ import json, torch
 from pathlib import Path
 from pcam_nb.evaluate import compare_runs
 from pcam_nb.train import md_table
-runs = [Path(f'runs/sample-{a}') for a in ('vgg16_bn', 'resnet18', 'simple_cnn')]
+runs = [Path(f'runs/sample-{a}') for a in ('vgg16_bn', 'resnet18', 'simple_cnn') if Path(f'runs/sample-{a}/metrics.json').exists()]
 reps = [json.loads((r/'eval_valid.json').read_text()) for r in runs]
 out = ["# Evaluation on the real PCam sample's valid split (3,000 patches), with and without D4 TTA", "",
        f"Machine: {torch.cuda.get_device_name()}. Command: `bash benchmarks/train_sample.sh` (pcam_evaluate RUN --split valid --tta).",

@@ -289,7 +289,7 @@ def plot_grad_cam(model, p:Patches, idx, stats, fname=None):
         img = np.asarray(p.x[i])
         _show(axs[0, j], img, f"true {p.classes[p.y[i]]}\nP(tumour)={pr[j]:.2f}")
         _show(axs[1, j], img, 'Grad-CAM (tumour)')
-        axs[1, j].imshow(cams[j], cmap='jet', alpha=.45, vmin=0, vmax=1)
+        axs[1, j].imshow(cams[j].numpy(), cmap='jet', alpha=.45, vmin=0, vmax=1)
     fig.tight_layout()
     return _save(fig, fname)
 

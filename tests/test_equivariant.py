@@ -101,6 +101,11 @@ def test_pcam_train_gcnn_d4(tmp_path):
     assert isinstance(model, GCNN) and not model.training
     x64 = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     assert d4_spread(model, x64) < 1e-4
+    from pcam_nb.evaluate import evaluate_run                          # pcam_evaluate's path, figures (Grad-CAM) included
+    rep = evaluate_run(out, split='valid', tta=True, n_boot=50, device='cpu', progress=False)
+    assert rep['robustness']['max_spread'] < 1e-4 and rep['robustness']['class_flip_rate'] == 0
+    assert abs(rep['auc'] - rep['tta']['auc']) < 1e-4                 # TTA cannot change an invariant model's ranking
+    assert (out/'eval_valid'/'grad_cam.png').stat().st_size > 5000
 
 
 def test_study_grid_is_declared_and_shared():
