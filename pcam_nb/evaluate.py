@@ -195,6 +195,10 @@ def calibrated_probs(logits, T:float=1.0) -> np.ndarray:
     return (lg / T).softmax(-1).mean(1).numpy()
 
 # %% ../nbs/06_evaluate.ipynb #04b76812
+def _ci_str(ci) -> str:
+    "An AUC confidence interval as '[lo, hi]' ('' when there is none)."
+    return f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ''
+
 def _save(fig, fname):
     if fname: _atomic_write(Path(fname), lambda p: fig.savefig(p, dpi=90, format='png', bbox_inches='tight'))
     return fig
@@ -205,8 +209,7 @@ def plot_roc(y, curves:dict, fname=None, threshold=None):
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     for label, (s, ci) in curves.items():
         fpr, tpr, thr = roc_curve(y, s)
-        ci_txt = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ''
-        line, = ax.plot(fpr, tpr, label=f"{label}: AUC {roc_auc(y, s):.4f}{ci_txt}")
+        line, = ax.plot(fpr, tpr, label=f"{label}: AUC {roc_auc(y, s):.4f} {_ci_str(ci)}")
         if threshold is not None:
             s, yy = np.asarray(s), np.asarray(y)
             ax.plot((s[yy == 0] >= threshold).mean(), (s[yy == 1] >= threshold).mean(), 'o', color=line.get_color())
@@ -348,9 +351,9 @@ def evaluate_run(run_dir, data=None, split:str|None=None, tta:bool=True, bs:int=
         cal = {}
         for key, v in (('plain', slice(0, 1)), ('tta', slice(None))) if tta else (('plain', slice(0, 1)),):
             T = fit_temperature(vl[:, v], vy)
-            pc = calibrated_probs(logits[:, v], T)
-            cal[key] = dict(temperature=T, ece_before=ece(calibrated_probs(logits[:, v]), p.y), ece_after=ece(pc, p.y),
-                            nll_before=nll(calibrated_probs(logits[:, v]), p.y), nll_after=nll(pc, p.y))
+            p1, pc = calibrated_probs(logits[:, v]), calibrated_probs(logits[:, v], T)
+            cal[key] = dict(temperature=T, ece_before=ece(p1, p.y), ece_after=ece(pc, p.y),
+                            nll_before=nll(p1, p.y), nll_after=nll(pc, p.y))
         rep['calibration'] = dict(fitted_on=f"{cfg['data']} (valid)", in_sample=split == 'valid', **cal)
     rep.update(seconds=round(time.perf_counter() - t0, 2), device=environment(device)['device_name'],
                evaluated=time.strftime('%Y-%m-%d %H:%M:%S'))
@@ -393,8 +396,7 @@ def compare_runs(run_dirs, split:str|None=None, **kwargs) -> pd.DataFrame:
         f = d/f'eval_{s}.json'
         rep = json.loads(f.read_text()) if f.exists() else evaluate_run(d, split=s, **kwargs)
         t, r, cal = rep.get('tta') or {}, rep.get('robustness') or {}, rep.get('calibration') or {}
-        ci = lambda m: f"{m['auc']:.4f} [{m['auc_ci'][0]:.4f}, {m['auc_ci'][1]:.4f}]" if m.get('auc_ci') else (
-            f"{m['auc']:.4f}" if 'auc' in m else '')
+        ci = lambda m: f"{m['auc']:.4f} {_ci_str(m.get('auc_ci'))}".strip() if 'auc' in m else ''
         rows.append(dict(run=d.name, arch=rep['arch'], split=rep['split'], n=rep['n'], auc=ci(rep),
                          accuracy=round(rep['accuracy'], 4), nll=round(rep['nll'], 4), ece=round(rep['ece'], 4),
                          auc_tta=ci(t), accuracy_tta=round(t['accuracy'], 4) if t else None,
@@ -407,8 +409,7 @@ def _summary(rep) -> pd.DataFrame:
     rows = []
     for name, m in (('plain', rep), ('D4 TTA', rep.get('tta'))):
         if not m: continue
-        ci = m.get('auc_ci')
-        rows.append(dict(prediction=name, n=m['n'], auc=round(m['auc'], 4), auc_95ci=f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else '',
+        rows.append(dict(prediction=name, n=m['n'], auc=round(m['auc'], 4), auc_95ci=_ci_str(m.get('auc_ci')),
                          accuracy=round(m['accuracy'], 4), balanced_acc=round(m['balanced_accuracy'], 4),
                          nll=round(m['nll'], 4), ece=round(m['ece'], 4), **{k: round(m[v], 4) if m.get(v) is not None else None
                          for k, v in (('sensitivity', 'sensitivity'), ('specificity', 'specificity'),
