@@ -17,7 +17,7 @@ if [ "${1:-}" = --data-only ]; then
   "$PY" -c "from pcam_nb.bench import ensure_data; from pcam_nb.data import data_dir; print(ensure_data(data_dir()/'bench', 262144, 32768))"
   exit 0
 fi
-"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU: these figures must be measured on a GPU'"
+"$PY" -c "import sys, torch; torch.cuda.is_available() or sys.exit('no CUDA GPU: these figures must be measured on a GPU')"
 "$PY" -c "import torch; print(torch.cuda.get_device_name(), torch.__version__)"
 # run the console script's code under its own name (pcam_cli parses arguments when argv[0] is pcam_bench)
 "$PY" - --json benchmarks/bench.json --profile runs/bench-profile "$@" <<'PY'

@@ -14,9 +14,14 @@
    --smoke under the runs folder), and
    keeps the run folders (weights, curves) under runs/equivariance/, which git ignores.
 
+Order: configuration-major in the search (every family's first configuration, then every family's second, ...) and
+seed-major in the final runs, so that a study stopped early has compared the families on the same configurations.
+
 Resumable: a run with a record is read back, not retrained (a run folder with metrics.json but no record is recorded
-without retraining; an unfinished one is restarted). `--budget-min` stops cleanly before starting a run once that many
-minutes have passed; run the command again to go on. The records are all it needs to go on, so on a machine that does
+without retraining; an unfinished one is restarted). `--budget-min M` starts no new run once M minutes have passed;
+`--deadline T` (Unix time) starts a run only when it is expected to end before T (expected: the longest recorded wall
+time of the same family and phase, else of the same family's search runs scaled by epochs, else any run's x 1.5).
+Run the command again to go on. The records are all it needs to go on, so on a machine that does
 not keep its disk between calls, copy results/equivariance* back into the working tree after each call.
 The valid split both selects the configuration and reports the final figures (there is no third split in the sample),
 so the reported AUCs of the winners are optimistic by the selection; the final runs use fresh seeds.
@@ -67,9 +72,11 @@ def train_once(out:Path, rec:Path, family:str, arch:str, cfg:dict, a, seed:int, 
     if rec.exists():
         r = json.loads(rec.read_text())
         if not evaluate or 'eval' in r: return r
+    t0 = time.perf_counter()
     ensure_arch(arch)
     if not (out/'metrics.json').exists():
         if out.exists(): shutil.rmtree(out)  # an interrupted run: start it again
+        print(f"training {out.relative_to(Path(a.runs))}: {arch}, lr {cfg['lr']:g}, wd {cfg['wd']:g}, {epochs} epochs", flush=True)
         pcam_run(a.data, arch, epochs=epochs, out=out, lr=cfg['lr'], wd=cfg['wd'], bs=a.bs, limit=a.limit,
                  valid_limit=a.valid_limit, seed=seed, device=a.device, aug=FAMILIES[family][1], compile=False,
                  progress=a.progress)
@@ -83,9 +90,25 @@ def train_once(out:Path, rec:Path, family:str, arch:str, cfg:dict, a, seed:int, 
     if evaluate:
         r['eval'] = evaluate_run(out, split='valid', tta=True, bs=a.bs, device=a.device, n_boot=200, calibrate=False,
                                  plots=False, progress=a.progress)
+    r['wall_s'] = time.perf_counter() - t0  # build + train + evaluate, as the deadline planning needs
     rec.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(rec, lambda p: p.write_text(json.dumps(r, indent=1, default=str)))
     return r
+
+
+def wall_seconds(r:dict) -> float:
+    "Wall time of a recorded run (older records: their epoch times plus 10 s of set-up)."
+    return float(r.get('wall_s') or sum(h['seconds'] for h in r['history']) + 10)
+
+
+def expected_seconds(done:list, family:str, phase:str, epochs:int):
+    "A run's expected wall time from the finished ones (`done`: (family, phase, epochs, record)); None if none is known."
+    same = [wall_seconds(r) for f, p, e, r in done if f == family and p == phase]
+    if same: return max(same)
+    fam = [wall_seconds(r) * epochs / e for f, p, e, r in done if f == family]
+    if fam: return max(fam)
+    anyr = [wall_seconds(r) * epochs / e for f, p, e, r in done]
+    return 1.5 * max(anyr) if anyr else None
 
 
 def mean_std(xs):
@@ -165,6 +188,8 @@ def main(argv=None):
     ap.add_argument('--runs', default=str(ROOT/'runs'/'equivariance'))
     ap.add_argument('--results', default=str(ROOT/'results'/'equivariance'), help='prefix of the .md/.json/.png outputs')
     ap.add_argument('--budget-min', type=float, default=None, help='start no new run after this many minutes')
+    ap.add_argument('--deadline', type=float, default=None,
+                    help='Unix time: start a run only when it is expected to end before then (see above)')
     ap.add_argument('--smoke', action='store_true', help='tiny data, widths and grid, 1 epoch: checks the pipeline on a CPU')
     ap.add_argument('--no-progress', dest='progress', action='store_false')
     a = ap.parse_args(argv)
@@ -184,35 +209,48 @@ def main(argv=None):
     runs, t0 = Path(a.runs), time.perf_counter()
     res = Path(a.results)
     recs = runs/'records' if a.smoke else res.with_name(res.name + '_runs')  # one JSON record per finished run
-    over = lambda: a.budget_min is not None and time.perf_counter() - t0 > 60 * a.budget_min
+    done = []                                           # (family, phase, epochs, record) of every run seen
+    def can_start(fam, phase, epochs):
+        if a.budget_min is not None and time.perf_counter() - t0 > 60 * a.budget_min: return False
+        if a.deadline is None: return True
+        need = expected_seconds(done, fam, phase, epochs)
+        return time.time() + (need or 0) < a.deadline
     search_rows, best, final, complete = [], {}, {f: [] for f in fams}, True
-    for fam in fams:                                    # 1. search
-        for cfg in configs:
+    for cfg in configs:                                 # 1. search, configuration-major
+        for fam in fams:
             arch = config_arch(fam, cfg, widths)
             name = run_name(arch, cfg)
             rec = recs/'search'/fam/f'{name}.json'
-            if not rec.exists() and over(): complete = False; continue
+            if not rec.exists() and not can_start(fam, 'search', a.search_epochs): complete = False; continue
             r = train_once(runs/'search'/fam/name, rec, fam, arch, cfg, a, seed=0, epochs=a.search_epochs)
+            done.append((fam, 'search', a.search_epochs, r))
             search_rows.append(dict(family=fam, arch=arch, **cfg, params=r['params'], valid_auc=r['metrics']['valid_auc'],
                                     best_epoch=r['metrics']['best_epoch'], img_per_s=r['img_per_s']))
             print(f"search {fam:15s} {name:40s} valid AUC {r['metrics']['valid_auc']:.4f}", flush=True)
     search = pd.DataFrame(search_rows)
-    for fam in fams:                                    # 2. final runs of each family's best configuration
+    for fam in fams:                                    # 2. each family's best configuration (a complete search only)
         s = search[search.family == fam] if len(search) else search
         if len(s) < len(configs): complete = False; continue
         b = s.loc[s.valid_auc.idxmax()]
         best[fam] = dict(arch=b.arch, lr=float(b.lr), wd=float(b.wd), depth=int(b.depth), search_auc=float(b.valid_auc))
-        for seed in range(1, a.seeds + 1):
+    for seed in range(1, a.seeds + 1):                  # 3. final runs, seed-major
+        for fam in best:
             rec = recs/'final'/fam/f'seed{seed}.json'
-            if not rec.exists() and over(): complete = False; continue
-            r = train_once(runs/'final'/fam/f'seed{seed}', rec, fam, b.arch, best[fam], a, seed=seed, epochs=a.epochs,
-                           evaluate=True)
-            if r['arch'] != b.arch: raise SystemExit(f"{rec} is a run of {r['arch']}, but the search now picks {b.arch}: "
-                                                     f"delete {recs/'final'/fam} to redo the final runs")
+            if not rec.exists() and not can_start(fam, 'final', a.epochs): complete = False; continue
+            r = train_once(runs/'final'/fam/f'seed{seed}', rec, fam, best[fam]['arch'], best[fam], a, seed=seed,
+                           epochs=a.epochs, evaluate=True)
+            if r['arch'] != best[fam]['arch']:
+                raise SystemExit(f"{rec} is a run of {r['arch']}, but the search now picks {best[fam]['arch']}: "
+                                 f"delete {recs/'final'/fam} to redo the final runs")
+            done.append((fam, 'final', a.epochs, r))
             final[fam].append(r)
             print(f"final  {fam:15s} seed {seed}: AUC {r['eval']['auc']:.4f}, rotation spread "
                   f"{r['eval']['robustness']['mean_spread']:.4f}", flush=True)
-    if not complete: print(f"stopped by --budget-min {a.budget_min}: run the same command again to continue", flush=True)
+    total = len(fams) * (len(configs) + a.seeds)
+    print(f"runs recorded: {len(done)} of {total}", flush=True)
+    if not complete:
+        print(f"stopped by the time limit (--budget-min {a.budget_min}, --deadline {a.deadline}) before every run was "
+              "made: run the same command again to continue", flush=True)
     df = summarise(final, best)
     if not len(df): return df
     res.parent.mkdir(parents=True, exist_ok=True)

@@ -506,9 +506,10 @@ def pcam_convert(source:str,  # HDF5 folder, image folder with labels CSV, class
                  splits:str=None,  # space-separated splits (default: all the source has)
                  size:int=None,  # resize images to SIZE x SIZE
                  compression:str=None,  # 'gzip' for chunked, compressed files (default: contiguous, fastest)
+                 no_progress:store_true=False,  # no progress bars (logs, scripts)
                 ):
     "Convert any supported data source to the official PCam HDF5 layout."
-    counts = convert(source, dest, splits.split() if splits else None, size, compression)
+    counts = convert(source, dest, splits.split() if splits else None, size, compression, progress=not no_progress)
     for s, n in counts.items(): print(f"{s}: {n} patches -> {pcam_h5_paths(dest, s)[0]}")
 
 # %% ../nbs/00_data.ipynb #54024d2a

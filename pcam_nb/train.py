@@ -31,8 +31,9 @@ from .models import create_model, model_splitter, arch_info, WeightsUnavailableE
 
 # %% auto #0
 __all__ = ['DeviceSmoothLoss', 'AsyncProgressCallback', 'RecorderToHost', 'no_sync_callbacks', 'FusedAdam', 'auc_metric',
-           'pcam_learner', 'one_cycle', 'RunCheckpoint', 'save_checkpoint', 'train', 'environment', 'plot_history',
-           'load_model', 'load_learner_trusted', 'compile_pays', 'pcam_run', 'runs_table', 'md_table', 'pcam_train']
+           'pcam_learner', 'one_cycle', 'RunCheckpoint', 'save_checkpoint', 'train', 'find_lr', 'environment',
+           'plot_history', 'load_model', 'load_learner_trusted', 'compile_pays', 'pcam_run', 'runs_table', 'md_table',
+           'pcam_train']
 
 # %% ../nbs/05_train.ipynb #e9f98592
 class DeviceSmoothLoss(AvgSmoothLoss):
@@ -149,8 +150,9 @@ def one_cycle(learn:Learner, n_epoch:int, lr_max, start_epoch:int=0, div:float=2
 class RunCheckpoint(Callback):
     "After each epoch: save model+optimizer (atomically), append the history row, write `history.csv` and `state.json`."
     order = 70  # after the Recorder, so its log for this epoch is complete
-    def __init__(self, out:Path, phase:str, epoch_offset:int, state:dict, tracker:SaveModelCallback):
+    def __init__(self, out:Path, phase:str, epoch_offset:int, state:dict, tracker:SaveModelCallback, clock=None):
         self.out, self.phase, self.offset, self.state, self.tracker = Path(out), phase, epoch_offset, state, tracker
+        self.clock = clock  # seconds the run has trained so far, over every process (for state['seconds'])
     def before_epoch(self): self.t0 = time.perf_counter()
     def after_epoch(self):
         names = list(self.recorder.metric_names[1:-1])
@@ -159,6 +161,7 @@ class RunCheckpoint(Callback):
                    seconds=round(time.perf_counter() - self.t0, 3))
         self.state['history'].append(row)
         self.state.update(epochs_done=row['epoch'] + 1, best=float(self.tracker.best))
+        if self.clock: self.state['seconds'] = round(self.clock(), 3)
         save_checkpoint(self.learn, self.out, self.state)
 
 # %% ../nbs/05_train.ipynb #5fadc9dc
@@ -197,7 +200,9 @@ def train(learn:Learner, out, epochs:int, lr:float, pretrained:bool=False, freez
             raise PCamDataError(f"{out}: no checkpoint to resume from (state.json, checkpoint.pth). Run without --resume")
         state = json.loads((out/'state.json').read_text())
         tracker.best = state['best']
-    t0 = time.perf_counter()
+        state['resumes'] = state.get('resumes', 0) + 1
+    t0, before = time.perf_counter(), state.get('seconds', 0)  # `before`: what earlier processes trained, to the last checkpoint
+    clock = lambda: before + time.perf_counter() - t0
     done, loaded = state['epochs_done'], False
     cbs = [tracker] + ([EarlyStoppingCallback(monitor='roc_auc_score', patience=early_stop)] if early_stop else [])
     first = 0  # global index of the phase's first epoch
@@ -208,13 +213,33 @@ def train(learn:Learner, out, epochs:int, lr:float, pretrained:bool=False, freez
         if resume and not loaded:
             learn.load('checkpoint', with_opt=True, device=learn.dls.device); loaded = True
         start = max(0, done - first)
-        ck = RunCheckpoint(out, name, first + start, state, tracker)
+        ck = RunCheckpoint(out, name, first + start, state, tracker, clock)
         one_cycle(learn, n, phase_lr, start_epoch=start, cbs=cbs + [ck], **kw)
         done = state['epochs_done']
         if early_stop and done < first + n: break
         first += n
-    state['seconds'] = state.get('seconds', 0) + time.perf_counter() - t0
+    state['seconds'] = clock()
     return state
+
+# %% ../nbs/05_train.ipynb #534515b7
+def find_lr(learn:Learner, out=None, start_lr:float=1e-7, end_lr:float=10., num_it:int=100, show:bool=True) -> dict:
+    "fastai's learning-rate finder on `learn` (weights restored after): its suggestions; with `out`, lr_find.png and .json."
+    from fastai.callback.schedule import valley, slide, minimum, steep
+    n = len(plt.get_fignums())
+    sug = learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, suggest_funcs=(valley, slide, minimum, steep),
+                        show_plot=True)
+    fig = plt.gcf() if len(plt.get_fignums()) > n else None
+    res = {k: float(v) for k, v in sug._asdict().items()}
+    if fig is not None:
+        fig.axes[0].set_title(f"learning-rate finder: {', '.join(f'{k} {v:.1e}' for k, v in res.items())}", fontsize=9)
+    if out is not None:
+        out = Path(out); out.mkdir(parents=True, exist_ok=True)
+        rec = dict(suggestions=res, start_lr=start_lr, end_lr=end_lr, num_it=num_it,
+                   lrs=[float(v) for v in learn.recorder.lrs], losses=[float(v) for v in learn.recorder.losses])
+        _atomic_write(out/'lr_find.json', lambda p: p.write_text(json.dumps(rec, indent=1)))
+        if fig is not None: _atomic_write(out/'lr_find.png', lambda p: fig.savefig(p, dpi=90, format='png'))
+    if fig is not None and not show: plt.close(fig)
+    return res
 
 # %% ../nbs/05_train.ipynb #8ec2bac7
 def _git_commit():
@@ -270,7 +295,7 @@ def _finish(learn, out:Path, state:dict, cfg:dict) -> dict:
     metrics = dict(valid_auc=float(best.roc_auc_score), valid_accuracy=float(best.accuracy),
                    valid_loss=float(best.valid_loss), best_epoch=int(best.epoch), epochs=int(len(hist)),
                    seconds=round(state['seconds'], 1), seconds_per_epoch=round(float(hist.seconds.mean()), 2),
-                   final_valid_auc=float(hist.roc_auc_score.iloc[-1]))
+                   final_valid_auc=float(hist.roc_auc_score.iloc[-1]), resumes=int(state.get('resumes', 0)))
     _atomic_write(out/'metrics.json', lambda p: p.write_text(json.dumps(metrics, indent=1)))
     plt.close(plot_history(hist, out/'curves.png'))
     learn.load('best', with_opt=False, device=learn.dls.device)
@@ -292,12 +317,13 @@ def pcam_run(data='synthetic', arch:str='vgg16_bn', epochs:int=30, out='runs/pca
              size:int|None=None, pretrained:bool=False, weights=None, limit:int|None=None, valid_limit:int|None=None,
              seed:int=42, device=None, label_smoothing:float=0.1, wd:float=0.05, freeze_epochs:int=1,
              early_stop:int|None=None, resume:bool=False, progress:bool=True, aug:bool=True,
-             compile:bool|None=None) -> dict:
-    "The whole training job: data, learner, recipe, run folder; returns the metrics."
+             compile:bool|None=None, lr_find:bool=False) -> dict:
+    "The whole training job: data, learner, recipe, run folder; returns the metrics (with `lr_find`: `find_lr`'s suggestions, no training)."
+    if lr_find and resume: raise PCamDataError("--lr-find and --resume contradict each other: the finder trains nothing")
     out = Path(out)
     device = torch.device(device) if device else default_device()
     if resume and not (out/'config.json').exists(): raise PCamDataError(f"{out}: no run to resume (config.json missing)")
-    if not resume and (out/'metrics.json').exists():
+    if not resume and not lr_find and (out/'metrics.json').exists():
         raise PCamDataError(f"{out}: holds a finished run. Pick another --out or delete it")
     lr = lr or (2e-3 if pretrained or weights else 3e-3)
     cfg = dict(data=str(data), data_kind=source_kind(data), arch=arch, epochs=epochs, lr=lr, bs=bs, size=size,
@@ -318,6 +344,10 @@ def pcam_run(data='synthetic', arch:str='vgg16_bn', epochs:int=30, out='runs/pca
                stats=[norm.mean.flatten().tolist(), norm.std.flatten().tolist()])  # what evaluation normalises with
     if cfg.get('compile') is None: cfg['compile'] = compile_pays(device, cfg['n_train'] * cfg['epochs'])
     out.mkdir(parents=True, exist_ok=True)
+    if lr_find:  # the same data and learner as a run, then the finder; no run record
+        learn = pcam_learner(dls, cfg['arch'], cfg['pretrained'], cfg['weights'], cfg['label_smoothing'], cfg['wd'], path=out)
+        if not progress: learn.remove_cb(ProgressCallback)
+        return find_lr(learn, out, show=False)
     if not resume: _atomic_write(out/'config.json', lambda p: p.write_text(json.dumps(cfg, indent=1)))
     learn = pcam_learner(dls, cfg['arch'], cfg['pretrained'], cfg['weights'], cfg['label_smoothing'], cfg['wd'], path=out,
                          compile=cfg['compile'])
@@ -369,14 +399,19 @@ def pcam_train(data:str='synthetic',  # 'synthetic', PCam HDF5 folder, image fol
                no_aug:store_true=False,  # no training augmentation (no D4, no colour jitter): for baselines
                compile:store_true=False,  # torch.compile the model (default: on CUDA for runs of >= 1M patches)
                no_compile:store_true=False,  # never torch.compile
+               lr_find:store_true=False,  # run fastai's learning-rate finder (plot + suggestions in --out) instead of training
               ):
     "Train a PCam classifier with fastai and write a run folder (config, history, metrics, curves, model)."
     if resume and not out: raise PCamDataError("--resume needs --out RUN_DIR, the run to continue")
     if compile and no_compile: raise PCamDataError("--compile and --no-compile contradict each other: pass one")
-    out = out or f"runs/{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = out or f"runs/{arch}-{'lr_find-' if lr_find else ''}{time.strftime('%Y%m%d-%H%M%S')}"
     m = pcam_run(data, arch, epochs, out, lr, bs, size, pretrained, weights, limit, valid_limit, seed, device,
                  label_smoothing, wd, freeze_epochs, early_stop, resume, not no_progress, not no_aug,
-                 True if compile else False if no_compile else None)
+                 True if compile else False if no_compile else None, lr_find)
+    if lr_find:
+        print('learning-rate finder: ' + ', '.join(f'{k} {v:.2e}' for k, v in m.items()))
+        print(f"plot: {out}/lr_find.png; train with the rate you pick: pcam_train --data {data} --arch {arch} --lr {m['valley']:.1e}")
+        return
     print(json.dumps(m, indent=1))
     print(f"run folder: {out}  (best model: pcam_nb.train.load_model('{out}'))")
     print(f"evaluate it: pcam_evaluate {out} --tta   (metrics with CIs, calibration, rotation robustness, figures)")

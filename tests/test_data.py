@@ -55,6 +55,19 @@ def test_convert_class_folders(class_folders, tmp_path):
     assert r.returncode == 0 and "'tumour': " in r.stdout, r.stderr
 
 
+def test_convert_progress_bars_can_be_switched_off(tmp_path):
+    "Scripts and logs (the GPU kit's setup) convert without progress bars; by default a folder of >= 1,000 shows one."
+    rng = np.random.default_rng(0)
+    for i in range(1000):
+        d = tmp_path/'src'/'train'/('ab'[i % 2]); d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(d/f'{i}.png')
+    bars = lambda r: '100.00% [' in r.stdout + r.stderr
+    r = cli('pcam_convert', tmp_path/'src', tmp_path/'a')
+    assert r.returncode == 0 and bars(r), r.stderr
+    r = cli('pcam_convert', tmp_path/'src', tmp_path/'b', '--no-progress')
+    assert r.returncode == 0 and not bars(r) and 'train: 1000 patches' in r.stdout, r.stdout + r.stderr
+
+
 def test_convert_kaggle_csv(csv_folder, tmp_path):
     r = cli('pcam_convert', csv_folder, tmp_path/'h5')
     assert r.returncode == 0, r.stderr

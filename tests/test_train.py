@@ -75,17 +75,32 @@ def test_resume_after_kill(synth, tmp_path):
     h = pd.read_csv(out/'history.csv')
     assert list(h.epoch) == [0, 1, 2]
     m = json.loads((out/'metrics.json').read_text())
-    assert m['epochs'] == 3 and 0 <= m['valid_auc'] <= 1
+    assert m['epochs'] == 3 and 0 <= m['valid_auc'] <= 1 and m['resumes'] == 1
+    # the run's time covers the epochs of the killed process too, not only the resumed one's
+    assert m['seconds'] >= h.seconds.sum() - 0.5, (m['seconds'], h.seconds.sum())
+
+
+def test_lr_find_trains_nothing(synth, tmp_path):
+    "pcam_train --lr-find: fastai's finder on the run's data and model; a plot, the curve and suggestions, no run record."
+    out = tmp_path/'lr'
+    r = cli('pcam_train', '--data', synth, *FAST, '--limit', '512', '--out', out, '--lr-find')
+    assert r.returncode == 0, r.stderr[-3000:]
+    rec = json.loads((out/'lr_find.json').read_text())
+    assert set(rec['suggestions']) == {'valley', 'slide', 'minimum', 'steep'}
+    assert len(rec['lrs']) == len(rec['losses']) > 10 and (out/'lr_find.png').stat().st_size > 5000
+    assert f"--lr {rec['suggestions']['valley']:.1e}" in r.stdout and 'learning-rate finder: valley' in r.stdout
+    assert not (out/'metrics.json').exists() and not (out/'config.json').exists() and not list(out.glob('*.pth'))
 
 
 @pytest.mark.parametrize('args,fragments', [
     (['--data', '/nowhere'], ['no such file or folder']),
     (['--arch', 'vgg17_bn'], ['vgg17_bn']),
     (['--resume'], ['--resume needs --out']),
+    (['--lr-find', '--resume'], ['--lr-find and --resume contradict']),
 ])
 def test_bad_input(args, fragments, synth, tmp_path):
     base = ['--data', str(synth), '--epochs', '1', '--device', 'cpu', '--out', str(tmp_path/'r')]
-    r = cli('pcam_train', *base, *args) if '--resume' not in args else cli('pcam_train', '--resume')
+    r = cli('pcam_train', *base, *args) if args != ['--resume'] else cli('pcam_train', '--resume')
     assert_clean_error(r, *fragments)
 
 

@@ -12,7 +12,7 @@
 #   3. sample: each carried part (.carry/sample1, .carry/sample2) -> data/pcam-sample.incoming; once both parts are on
 #      this machine, every file is checked against SHA256SUMS and the folder becomes data/pcam-sample
 #   4. HDF5: once the sample is complete, pcam_convert data/pcam-sample data/pcam-sample-h5 (once)
-# Exports PYTHONPATH, PY, PCAM_SAMPLE, H5, MPLBACKEND, PYTHONUNBUFFERED and PCAM_SAMPLE_READY (1 when data/pcam-sample
+# Exports PCAM_KIT_T0 (now: the call's start), PYTHONPATH, PY, PCAM_SAMPLE, H5, MPLBACKEND, PYTHONUNBUFFERED and PCAM_SAMPLE_READY (1 when data/pcam-sample
 # and data/pcam-sample-h5 are ready, else 0). With --need-sample it fails unless they are ready.
 # Sourced (not run) so the exports reach the rest of the command; it never exits the caller's shell. The work runs
 # in a separate bash process (`bash setup.sh --body`), where `set -e` holds.
@@ -90,7 +90,7 @@ PY
     if [ "$(cat data/.pcam-sample-h5.kit.json 2>/dev/null)" != "$id" ]; then
       rm -rf data/pcam-sample-h5
       t=$(date +%s)
-      $bin/pcam_convert data/pcam-sample data/pcam-sample-h5
+      $bin/pcam_convert data/pcam-sample data/pcam-sample-h5 --no-progress
       echo "$id" > data/.pcam-sample-h5.kit.json
       echo "setup: converted the sample to HDF5 in $(( $(date +%s) - t )) s"
     else
@@ -103,6 +103,7 @@ fi
 
 # /tmp/site and /tmp/pcam-gpu/bin unless PCAM_GPU_SITE / PCAM_GPU_BIN say otherwise (the local test does);
 # PCAM_REAL_PY: the python to use (default: python3 on PATH, the one that holds PyTorch there).
+export PCAM_KIT_T0=$(date +%s)  # the call's start: benchmarks/gpu/session.py plans its stages from it
 _pcam_gpu_site=${PCAM_GPU_SITE:-/tmp/site} _pcam_gpu_bin=${PCAM_GPU_BIN:-/tmp/pcam-gpu/bin}
 _pcam_gpu_need=0; [ "${1:-}" = --need-sample ] && _pcam_gpu_need=1
 _pcam_gpu_rc=0; bash "${BASH_SOURCE[0]}" --body "$_pcam_gpu_site" "$_pcam_gpu_bin" || _pcam_gpu_rc=$?
