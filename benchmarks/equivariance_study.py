@@ -42,7 +42,7 @@ from pcam_nb.evaluate import evaluate_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# family -> (group or 'baseline', D4/colour augmentation on the train split)
+# family -> (group or 'baseline', D4 augmentation of the train batches; the colour jitter is on for every family)
 FAMILIES = {'gcnn_c4': ('c4', True), 'gcnn_c8': ('c8', True), 'gcnn_d4': ('d4', True),
             'baseline_aug': ('baseline', True), 'baseline_noaug': ('baseline', False)}
 # The declared grid. Widths are per kind so that the three width steps give similar parameter counts across kinds
@@ -78,14 +78,14 @@ def train_once(out:Path, rec:Path, family:str, arch:str, cfg:dict, a, seed:int, 
         if out.exists(): shutil.rmtree(out)  # an interrupted run: start it again
         print(f"training {out.relative_to(Path(a.runs))}: {arch}, lr {cfg['lr']:g}, wd {cfg['wd']:g}, {epochs} epochs", flush=True)
         pcam_run(a.data, arch, epochs=epochs, out=out, lr=cfg['lr'], wd=cfg['wd'], bs=a.bs, limit=a.limit,
-                 valid_limit=a.valid_limit, seed=seed, device=a.device, aug=FAMILIES[family][1], compile=False,
+                 valid_limit=a.valid_limit, seed=seed, device=a.device, d4=FAMILIES[family][1], compile=False,
                  progress=a.progress)
     m = json.loads((out/'metrics.json').read_text())
     c = json.loads((out/'config.json').read_text())
     h = pd.read_csv(out/'history.csv')
     r = dict(family=family, arch=arch, seed=seed, **{k: cfg[k] for k in ('lr', 'wd')}, metrics=m,
              params=n_params(create_model(arch, img_size=32)), n_train=c['n_train'], n_valid=c['n_valid'],
-             img_per_s=c['n_train'] / float(h.seconds.median()), s_to_best=float(h.seconds.iloc[:m['best_epoch'] + 1].sum()),
+             img_per_s=c['n_train'] / float((h.train_seconds if 'train_seconds' in h else h.seconds).median()), s_to_best=float(h.seconds.iloc[:m['best_epoch'] + 1].sum()),
              device_name=c.get('device_name'), history=h.to_dict('records'))
     if evaluate:
         r['eval'] = evaluate_run(out, split='valid', tta=True, bs=a.bs, device=a.device, n_boot=200, calibrate=False,
@@ -270,7 +270,7 @@ def main(argv=None):
           "Columns: valid AUC, accuracy and NLL of the plain (single-view) prediction, mean ± std over seeds; rotation "
           "spread = max - min of P(tumour) over the 8 D4 views of a patch (mean and max over patches, averaged over seeds); "
           "class flips = patches whose predicted class changes under some view; train img/s = training patches / median "
-          "epoch time (the epoch time includes the validation pass); s to best epoch = wall time until the epoch with the "
+          "training time of an epoch (validation excluded); s to best epoch = wall time until the epoch with the "
           "best valid AUC.", '', md_summary(df), '', '## Search', '',
           md_table(search.assign(valid_auc=search.valid_auc.round(4), img_per_s=search.img_per_s.round(0))), '',
           '![equivariance study](' + res.name + '.png)', '']

@@ -437,17 +437,25 @@ def default_synthetic(dest=None, **kwargs) -> Path:
     return make_synthetic(dest or data_dir()/'synthetic', **kwargs)
 
 # %% ../nbs/00_data.ipynb #6906ca59
-def load_patches(source, split:str='train', size:int|None=None, mode:str='memory', progress:bool=True,
+def _file_split(path:Path) -> str|None:
+    "The split an official PCam file name states (camelyonpatch_level_2_split_<split>_x.h5), else None."
+    m = re.match(r'camelyonpatch_level_2_split_(\w+?)_[xy]\.h5$', Path(path).name)
+    return m.group(1) if m else None
+
+def load_patches(source, split:str|None=None, size:int|None=None, mode:str='memory', progress:bool=True,
                  valid_pct:float=0.2, seed:int=0) -> Patches:
-    "Read `split` of any data source (HDF5 folder or file, CSV folder, class folders, 'synthetic') as `Patches`."
+    "Read `split` (default: 'train', or the split a single PCam file holds) of any data source as `Patches`."
     kind = source_kind(source)
     if kind == 'synthetic': source, kind = default_synthetic(), 'hdf5'
     path = Path(source)
+    if kind == 'hdf5' and path.is_file():
+        fs = _file_split(path)
+        if not fs: _fail(path, "is not an official PCam file name", "Pass the folder holding camelyonpatch_level_2_split_*.h5")
+        if split not in (None, fs):  # never hand out one split's patches as another's
+            _fail(path, f"this file holds the {fs!r} split, not {split!r}", f"Pass its folder ({path.parent}) to read every split it has")
+        path, split = path.parent, fs
+    split = split or 'train'
     if kind == 'hdf5':
-        if path.is_file():
-            m = re.match(r'camelyonpatch_level_2_split_(\w+?)_[xy]\.h5$', path.name)
-            if not m: _fail(path, "is not an official PCam file name", "Pass the folder holding camelyonpatch_level_2_split_*.h5")
-            path, split = path.parent, m.group(1)
         p = read_pcam_h5(path, split, mode, progress)
         if size and size != p.size:
             raise PCamDataError(f"{path}: patches are {p.size} px, size={size} asked; resize when converting (pcam_convert --size)")
@@ -458,6 +466,7 @@ def load_patches(source, split:str='train', size:int|None=None, mode:str='memory
 # %% ../nbs/00_data.ipynb #b6fafb5e
 def _available_splits(source):
     kind = source_kind(source)
+    if kind == 'hdf5' and Path(source).is_file(): return [_file_split(source)] if _file_split(source) else []
     if kind == 'hdf5': return [s for s in SPLITS if pcam_h5_paths(source, s)[0].exists()]
     if kind == 'folders' and any(d.name.lower() in SPLITS + ('val',) for d in _class_dirs(Path(source))):
         return [s for s in SPLITS if any(d.name.lower() in (s, s[:3]) for d in _class_dirs(Path(source)))]
@@ -520,6 +529,7 @@ def pcam_info(source:str,  # any data source
     "Print what a data source holds: splits, counts per class, patch shape."
     kind = source_kind(source)
     print(f"{source} ({kind})")
+    if kind == 'hdf5' and Path(source).is_file(): splits = _file_split(source) or splits  # a file holds one split
     for s in splits.split():
         try: p = load_patches(source, s, size, mode='memmap', progress=False)
         except PCamDataError as e:

@@ -334,7 +334,7 @@ def evaluate_run(run_dir, data=None, split:str|None=None, tta:bool=True, bs:int=
     groups = p.meta['wsi'].to_numpy() if p.meta is not None and 'wsi' in p.meta else None
     mkw = dict(threshold=threshold, target_sensitivity=target_sensitivity, n_boot=n_boot, seed=seed, groups=groups)
     probs = calibrated_probs(logits[:, :1])
-    rep = dict(run_dir=str(run_dir), arch=cfg['arch'], data=data, split=split, classes=list(p.classes),
+    rep = dict(run_dir=str(run_dir), arch=cfg['arch'], data=data, split=split, limit=limit, classes=list(p.classes),
                selection_split=split == 'valid' and str(data) == str(cfg['data']),
                **classification_metrics(p.y, probs, **mkw))
     if tta:
@@ -392,9 +392,14 @@ def compare_runs(run_dirs, split:str|None=None, **kwargs) -> pd.DataFrame:
     rows = []
     for d in map(Path, run_dirs):
         cfg = run_config(d)
-        s = split or _default_split(kwargs.get('data') or cfg['data'])
+        data = str(kwargs.get('data') or cfg['data'])
+        s = split or _default_split(data)
         f = d/f'eval_{s}.json'
-        rep = json.loads(f.read_text()) if f.exists() else evaluate_run(d, split=s, **kwargs)
+        rep = json.loads(f.read_text()) if f.exists() else None
+        # a report is reused only if it answers the same question: same data, same subset, TTA if TTA is asked for
+        if (rep is None or rep.get('data') != data or rep.get('limit') != kwargs.get('limit')
+                or (kwargs.get('tta', True) and not rep.get('tta'))):
+            rep = evaluate_run(d, split=s, **kwargs)
         t, r, cal = rep.get('tta') or {}, rep.get('robustness') or {}, rep.get('calibration') or {}
         ci = lambda m: f"{m['auc']:.4f} {_ci_str(m.get('auc_ci'))}".strip() if 'auc' in m else ''
         rows.append(dict(run=d.name, arch=rep['arch'], split=rep['split'], n=rep['n'], auc=ci(rep),

@@ -5,6 +5,8 @@
 # %% ../nbs/03_loaders.ipynb #3cebd9b1
 from __future__ import annotations
 import itertools, warnings
+from pathlib import Path
+from PIL import Image
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # raised inside fastai's imports
 import numpy as np, torch
 import matplotlib.pyplot as plt
@@ -25,7 +27,8 @@ from .data import Patches, PCamDataError, load_patches, PCAM_CLASSES
 
 # %% auto #0
 __all__ = ['d4', 'd4_batch', 'RandomD4', 'StainJitter', 'PatchTensors', 'fits_on_device', 'PatchDL', 'outline_centre',
-           'channel_stats', 'ToFeed', 'feed_dtype', 'set_feed', 'batch_tfms', 'patch_dls', 'pcam_dls']
+           'channel_stats', 'ToFeed', 'feed_dtype', 'set_feed', 'batch_tfms', 'patch_dls', 'pcam_dls',
+           'as_patch_tensors']
 
 # %% ../nbs/03_loaders.ipynb #ac96981d
 def d4(x:torch.Tensor, k:int) -> torch.Tensor:
@@ -164,6 +167,11 @@ class PatchDL(TfmdDL):
 
     def sample(self): return self._DataLoader__idxs  # the whole order; `create_batches` cuts it into batches
 
+    def new(self, dataset=None, cls=None, **kwargs):
+        "A loader like this one; new patches (array, tensor, images, files, `Patches`) become `PatchTensors` first."
+        if dataset is not None and not isinstance(dataset, PatchTensors): dataset = as_patch_tensors(dataset, self.dataset)
+        return super().new(dataset, cls, **kwargs)
+
     @property
     def resident(self) -> bool:
         "Whether the patches live on the loader's device (else they are staged from host memory)."
@@ -228,11 +236,11 @@ def set_feed(dls, dtype:torch.dtype|None=None, channels_last:bool|None=None):
 
 # %% ../nbs/03_loaders.ipynb #efda796f
 def batch_tfms(stats, aug:bool=True, lighting:float=0.1, hsv:float=0.0, stain:float=0.0, dtype=None,
-               channels_last:bool=True):
-    "The after-batch pipeline: D4 and colour/stain jitter on the train split (if `aug`), float conversion, `Normalize`, `ToFeed`."
+               channels_last:bool=True, d4:bool=True):
+    "The after-batch pipeline: D4 (if `d4`) and colour/stain jitter on the train split (if `aug`), float conversion, `Normalize`, `ToFeed`."
     tfms = [IntToFloatTensor()]
     if aug:
-        tfms.insert(0, RandomD4())
+        if d4: tfms.insert(0, RandomD4())
         if stain: tfms += [StainJitter(stain)]
         if lighting: tfms += [Brightness(lighting), Contrast(lighting)]
         if hsv: tfms += [Saturation(hsv), Hue(hsv / 2)]
@@ -246,7 +254,7 @@ def _limit(p:Patches, n:int|None, seed:int):
 # %% ../nbs/03_loaders.ipynb #9aeb6bac
 def patch_dls(train:Patches, valid:Patches, bs:int=128, device=None, aug:bool=True, stats=None,
               lighting:float=0.1, hsv:float=0.0, stain:float=0.0, valid_bs:int|None=None, resident:bool|None=None,
-              dtype:torch.dtype|None=None, channels_last:bool=True) -> DataLoaders:
+              dtype:torch.dtype|None=None, channels_last:bool=True, d4:bool=True) -> DataLoaders:
     "fastai `DataLoaders` over two `Patches`, with the data on `device` (or staged from host memory) and augmentation there."
     if list(train.classes) != list(valid.classes):
         raise PCamDataError(f"train classes {train.classes} differ from valid classes {valid.classes}: use one source")
@@ -255,7 +263,7 @@ def patch_dls(train:Patches, valid:Patches, bs:int=128, device=None, aug:bool=Tr
     device = torch.device(device) if device is not None else default_device()
     stats = imagenet_stats if stats == 'imagenet' else stats or channel_stats(train.x)
     if resident is None: resident = fits_on_device(train.x.nbytes + valid.x.nbytes, device)
-    tfms = batch_tfms(stats, aug, lighting, hsv, stain, dtype or feed_dtype(device), channels_last)
+    tfms = batch_tfms(stats, aug, lighting, hsv, stain, dtype or feed_dtype(device), channels_last, d4)
     dl = lambda p, i, **kw: PatchDL(PatchTensors.from_patches(p, device, i, resident), after_batch=tfms, **kw)
     trn = dl(train, 0, bs=bs, shuffle=True, drop_last=len(train) >= bs)
     val = dl(valid, 1, bs=valid_bs or 2 * bs)
@@ -269,3 +277,43 @@ def pcam_dls(source='synthetic', bs:int=128, size:int|None=None, device=None, au
     trn = _limit(load_patches(source, 'train', size, progress=progress), limit, seed)
     val = _limit(load_patches(source, valid_split, size, progress=progress), valid_limit, seed)
     return patch_dls(trn, val, bs, device, aug, stats, **kwargs)
+
+# %% ../nbs/03_loaders.ipynb #07998580
+def _patch_array(o) -> np.ndarray:
+    "One patch as an H x W x C uint8 array: from a PIL image, an image file, an array or a tensor."
+    if isinstance(o, (str, Path)):
+        if not Path(o).is_file(): raise PCamDataError(f"{o}: no such image file")
+        try: o = Image.open(o)
+        except Exception as e: raise PCamDataError(f"{o}: not an image PIL can read ({e})") from None
+    if isinstance(o, Image.Image): o = o.convert('RGB')
+    a = o.cpu().numpy() if isinstance(o, torch.Tensor) else np.asarray(o)
+    return a[..., None] if a.ndim == 2 else a
+
+def as_patch_tensors(items, like:PatchTensors) -> PatchTensors:
+    "New patches (`Patches`, a uint8 N x H x W x C array or tensor, one patch, or a list of images/arrays/files) shaped like `like`."
+    y = None
+    if isinstance(items, PatchTensors): return items
+    if isinstance(items, Patches):
+        if list(items.classes) != list(like.vocab):
+            raise PCamDataError(f"these patches have classes {items.classes}, the loader {like.vocab}: use data of the same task")
+        x, y = items.x, np.asarray(items.y, dtype=np.int64)
+    elif isinstance(items, (np.ndarray, torch.Tensor)):
+        x = items.cpu().numpy() if isinstance(items, torch.Tensor) else items
+        if x.ndim == 3: x = x[None]
+    else:
+        arrs = [_patch_array(o) for o in items]
+        if not arrs: raise PCamDataError("no patches given: pass at least one image, array or file")
+        shapes = {a.shape for a in arrs}
+        if len(shapes) > 1: raise PCamDataError(f"the patches differ in shape ({sorted(shapes)}): give patches of one size")
+        x = np.stack(arrs)
+    if x.ndim != 4: raise PCamDataError(f"patches of shape {tuple(x.shape)}: expected N x H x W x C (or one H x W x C)")
+    if x.dtype != np.uint8: raise PCamDataError(f"patches of dtype {x.dtype}: expected uint8 pixel values 0..255, as PCam stores them")
+    if x.shape[-1] == 1: x = np.repeat(x, 3, -1)
+    h, w = like.x.shape[1:3]
+    if x.shape[1:] != (h, w, 3):
+        raise PCamDataError(f"patches of {x.shape[1]}x{x.shape[2]}x{x.shape[3]}, the model's data are {h}x{w}x3: "
+                            f"crop or resize them to {h}x{w} RGB first")
+    dev = like.x.device
+    xt = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
+    yt = torch.from_numpy(y).to(dev) if y is not None else torch.zeros(len(x), dtype=torch.int64, device=dev)
+    return PatchTensors(xt, yt, like.vocab, None, 1, like.staged)

@@ -153,12 +153,14 @@ class RunCheckpoint(Callback):
     def __init__(self, out:Path, phase:str, epoch_offset:int, state:dict, tracker:SaveModelCallback, clock=None):
         self.out, self.phase, self.offset, self.state, self.tracker = Path(out), phase, epoch_offset, state, tracker
         self.clock = clock  # seconds the run has trained so far, over every process (for state['seconds'])
-    def before_epoch(self): self.t0 = time.perf_counter()
+    def before_epoch(self): self.t0, self.tv = time.perf_counter(), None
+    def before_validate(self): self.tv = time.perf_counter()
     def after_epoch(self):
         names = list(self.recorder.metric_names[1:-1])
         row = dict(epoch=self.offset + self.epoch, phase=self.phase,
                    **{k: float(v) for k, v in zip(names, self.recorder.log[1:len(names) + 1])},
-                   seconds=round(time.perf_counter() - self.t0, 3))
+                   seconds=round(time.perf_counter() - self.t0, 3),
+                   train_seconds=round((self.tv or time.perf_counter()) - self.t0, 3))
         self.state['history'].append(row)
         self.state.update(epochs_done=row['epoch'] + 1, best=float(self.tracker.best))
         if self.clock: self.state['seconds'] = round(self.clock(), 3)
@@ -317,7 +319,8 @@ def pcam_run(data='synthetic', arch:str='vgg16_bn', epochs:int=30, out='runs/pca
              size:int|None=None, pretrained:bool=False, weights=None, limit:int|None=None, valid_limit:int|None=None,
              seed:int=42, device=None, label_smoothing:float=0.1, wd:float=0.05, freeze_epochs:int=1,
              early_stop:int|None=None, resume:bool=False, progress:bool=True, aug:bool=True,
-             compile:bool|None=None, lr_find:bool=False) -> dict:
+             compile:bool|None=None, lr_find:bool=False, d4:bool=True, lighting:float=0.1, hsv:float=0.0,
+             stain:float=0.0) -> dict:
     "The whole training job: data, learner, recipe, run folder; returns the metrics (with `lr_find`: `find_lr`'s suggestions, no training)."
     if lr_find and resume: raise PCamDataError("--lr-find and --resume contradict each other: the finder trains nothing")
     out = Path(out)
@@ -329,12 +332,13 @@ def pcam_run(data='synthetic', arch:str='vgg16_bn', epochs:int=30, out='runs/pca
     cfg = dict(data=str(data), data_kind=source_kind(data), arch=arch, epochs=epochs, lr=lr, bs=bs, size=size,
                pretrained=pretrained, weights=str(weights) if weights else None, limit=limit, valid_limit=valid_limit,
                seed=seed, label_smoothing=label_smoothing, wd=wd, freeze_epochs=freeze_epochs, early_stop=early_stop,
-               aug=aug, compile=compile, **environment(device))
+               aug=aug, d4=d4, lighting=lighting, hsv=hsv, stain=stain, compile=compile, **environment(device))
     if resume: cfg = {**json.loads((out/'config.json').read_text()), 'resumed_on': environment(device)}
     set_seed(cfg['seed'], reproducible=True)
     dls = pcam_dls(cfg['data'], bs=cfg['bs'], size=cfg['size'], device=device, limit=cfg['limit'], valid_limit=cfg['valid_limit'],
                    seed=cfg['seed'], stats='imagenet' if cfg['pretrained'] or cfg['weights'] else None, progress=progress,
-                   aug=cfg.get('aug', True))
+                   aug=cfg.get('aug', True), d4=cfg.get('d4', True), lighting=cfg.get('lighting', 0.1),
+                   hsv=cfg.get('hsv', 0.0), stain=cfg.get('stain', 0.0))
     present = sorted(set(dls.valid_ds.y.unique().tolist()))
     if len(present) < 2:
         raise PCamDataError(f"{cfg['data']}: the valid split holds only class {dls.vocab[present[0]]!r}, so valid AUC (which picks "
@@ -385,6 +389,7 @@ def pcam_train(data:str='synthetic',  # 'synthetic', PCam HDF5 folder, image fol
                bs:int=256,  # batch size
                size:int=None,  # resize folder images to SIZE px (HDF5 data keeps its size)
                pretrained:store_true=False,  # start from ImageNet weights (torchvision; needs them downloaded or in TORCH_HOME)
+               no_pretrained:store_true=False,  # train from scratch (the default; says so explicitly)
                weights:str=None,  # start from this local weights file (a state_dict)
                limit:int=None,  # use at most LIMIT training patches (seeded random subset)
                valid_limit:int=None,  # use at most VALID_LIMIT validation patches
@@ -397,6 +402,10 @@ def pcam_train(data:str='synthetic',  # 'synthetic', PCam HDF5 folder, image fol
                resume:store_true=False,  # continue the run in --out from its last checkpoint
                no_progress:store_true=False,  # no progress bars
                no_aug:store_true=False,  # no training augmentation (no D4, no colour jitter): for baselines
+               no_d4:store_true=False,  # no D4 (rotation/flip) augmentation; colour jitter stays
+               lighting:float=0.1,  # brightness/contrast jitter of the train batches (0: off)
+               hsv:float=0.0,  # saturation/hue jitter (0: off; mild: 0.05)
+               stain:float=0.0,  # H&E stain jitter in HED space (0: off; mild: 0.05)
                compile:store_true=False,  # torch.compile the model (default: on CUDA for runs of >= 1M patches)
                no_compile:store_true=False,  # never torch.compile
                lr_find:store_true=False,  # run fastai's learning-rate finder (plot + suggestions in --out) instead of training
@@ -404,10 +413,11 @@ def pcam_train(data:str='synthetic',  # 'synthetic', PCam HDF5 folder, image fol
     "Train a PCam classifier with fastai and write a run folder (config, history, metrics, curves, model)."
     if resume and not out: raise PCamDataError("--resume needs --out RUN_DIR, the run to continue")
     if compile and no_compile: raise PCamDataError("--compile and --no-compile contradict each other: pass one")
+    if pretrained and no_pretrained: raise PCamDataError("--pretrained and --no-pretrained contradict each other: pass one")
     out = out or f"runs/{arch}-{'lr_find-' if lr_find else ''}{time.strftime('%Y%m%d-%H%M%S')}"
     m = pcam_run(data, arch, epochs, out, lr, bs, size, pretrained, weights, limit, valid_limit, seed, device,
                  label_smoothing, wd, freeze_epochs, early_stop, resume, not no_progress, not no_aug,
-                 True if compile else False if no_compile else None, lr_find)
+                 True if compile else False if no_compile else None, lr_find, not no_d4, lighting, hsv, stain)
     if lr_find:
         print('learning-rate finder: ' + ', '.join(f'{k} {v:.2e}' for k, v in m.items()))
         print(f"plot: {out}/lr_find.png; train with the rate you pick: pcam_train --data {data} --arch {arch} --lr {m['valley']:.1e}")

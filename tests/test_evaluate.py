@@ -5,9 +5,9 @@ import numpy as np, pandas as pd, pytest, torch
 from sklearn.metrics import (roc_auc_score, accuracy_score, balanced_accuracy_score, f1_score, recall_score, log_loss)
 
 from conftest import cli, assert_clean_error
-from pcam_nb.data import PCamDataError
+from pcam_nb.data import PCamDataError, pcam_h5_paths
 from pcam_nb.evaluate import (roc_auc, _weighted_auc, auc_ci, classification_metrics, ece, fit_temperature,
-                              calibrated_probs, rotation_robustness, evaluate_run, D4_NAMES)
+                              calibrated_probs, rotation_robustness, evaluate_run, compare_runs, D4_NAMES)
 from pcam_nb.loaders import d4
 
 
@@ -107,6 +107,25 @@ def test_evaluate_cli(run, tmp_path):
     r4 = cli('pcam_evaluate', out, out, '--compare', '--split', 'test', '--no-progress')
     assert r4.returncode == 0, r4.stderr[-3000:]
     assert r4.stdout.count('simple_cnn') == 2 and '| run |' in r4.stdout
+
+
+def test_evaluate_a_single_file_and_fresh_compare(run):
+    """Another source of the same patches (one HDF5 file) scores the same; a file never stands in for another split;
+    --compare re-evaluates when the stored report answers another question (other data)."""
+    out, data = run
+    own = evaluate_run(out, split='valid', tta=False, n_boot=50, device='cpu', progress=False, plots=False)
+    vf = pcam_h5_paths(data, 'valid')[0]
+    opts = ['--n-boot', 50, '--device', 'cpu', '--no-progress', '--no-plots']
+    r = cli('pcam_evaluate', out, '--data', vf, '--split', 'valid', *opts)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((out/'eval_valid.json').read_text())
+    assert rep['data'] == str(vf) and rep['n'] == own['n'] and rep['auc'] == pytest.approx(own['auc'], abs=1e-6)
+    assert_clean_error(cli('pcam_evaluate', out, '--data', vf, '--split', 'test', *opts), "holds the 'valid' split, not 'test'")
+    assert_clean_error(cli('pcam_train', '--data', vf, '--epochs', 1, '--device', 'cpu', '--out', out.parent/'x'),
+                       "holds the 'valid' split, not 'train'", 'Pass its folder')
+    df = compare_runs([out], 'valid', tta=False, n_boot=50, device='cpu', progress=False, plots=False)
+    assert json.loads((out/'eval_valid.json').read_text())['data'] == str(data)  # re-evaluated on the run's own data
+    assert df.auc[0].startswith(f"{own['auc']:.4f}")
 
 
 def test_evaluate_bad_input(run, tmp_path):

@@ -1,6 +1,7 @@
 "CPU tests of the device-resident / host-staged loaders through fastai's API: fit, get_preds, tta, show_batch, seeding."
 import matplotlib; matplotlib.use('Agg')
 import numpy as np, pytest, torch, torch.nn as nn
+import fastai.callback.schedule  # Learner.fine_tune
 from fastai.learner import Learner
 import fastai.callback.progress  # Learner.no_bar, used by tta
 from fastai.losses import CrossEntropyLossFlat
@@ -68,6 +69,15 @@ def test_learner_api(resident, tmp_path):
     p1, _ = learn.get_preds(); assert torch.equal(preds, p1)           # validation is deterministic
     tp, tt = learn.tta(n=2)
     assert tp.shape == (37, 2) and tt.tolist() == list(VALID.y)
+    assert torch.allclose(preds.sum(-1), torch.ones(37)) and not torch.allclose(tp, preds)  # probabilities; the augmented views count
+    # new, unlabelled patches: test_dl over an array gives the valid predictions; predict decodes the class
+    tdl = dls.test_dl(VALID.x[:5])
+    tpreds, _ = learn.get_preds(dl=tdl)
+    assert torch.allclose(tpreds, preds[:5], atol=1e-6)
+    cat, idx, probs = learn.predict(VALID.x[3])
+    assert str(cat) in VALID.classes and int(idx) == int(preds[3].argmax()) and torch.allclose(probs, preds[3], atol=1e-6)
+    with learn.no_bar(), learn.no_logging(): learn.fine_tune(1, freeze_epochs=1)           # fastai's fine-tuning schedule
+    assert len(learn.recorder.values) == 1
     dls.show_batch(max_n=4)
     dls.valid.show_batch(max_n=4, centre=False)
     dls.train.show_batch(max_n=4, unique=True)                          # fastai patches get_idxs with endless zeros

@@ -80,6 +80,56 @@ def test_resume_after_kill(synth, tmp_path):
     assert m['seconds'] >= h.seconds.sum() - 0.5, (m['seconds'], h.seconds.sum())
 
 
+def test_fine_tune_from_weights_resumes_across_phases(synth, tmp_path):
+    "--weights runs the fine-tuning recipe (frozen body, then unfrozen); a run killed after the frozen phase resumes into the unfrozen one."
+    import torchvision
+    w = tmp_path/'r18.pth'; torch.save(torchvision.models.resnet18().state_dict(), w)
+    out = tmp_path/'ft'
+    args = [str(BIN/'pcam_train'), '--data', str(synth), '--arch', 'resnet18', '--bs', '64', '--device', 'cpu', '--no-progress',
+            '--limit', '256', '--valid-limit', '128', '--weights', str(w), '--epochs', '2', '--freeze-epochs', '1', '--out', str(out)]
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    t0 = time.time()
+    while time.time() - t0 < 240:
+        st = out/'state.json'
+        if st.exists() and json.loads(st.read_text())['epochs_done'] >= 1: break
+        if p.poll() is not None: pytest.fail('run ended before it could be killed')
+        time.sleep(0.1)
+    p.send_signal(signal.SIGKILL); p.wait()
+    done = json.loads((out/'state.json').read_text())['epochs_done']
+    assert 1 <= done < 3 and not (out/'metrics.json').exists()
+    r = cli('pcam_train', '--out', out, '--resume', '--no-progress')
+    assert r.returncode == 0, r.stderr[-3000:]
+    h = pd.read_csv(out/'history.csv')
+    assert list(h.phase) == ['frozen', 'unfrozen', 'unfrozen'] and list(h.epoch) == [0, 1, 2]
+    cfg = json.loads((out/'config.json').read_text())
+    assert cfg['weights'] == str(w) and cfg['stats'][0] == pytest.approx([0.485, 0.456, 0.406], abs=1e-3)  # ImageNet stats
+
+
+def test_same_seed_same_run_and_early_stop(synth, tmp_path):
+    "Two runs with one seed give the same history; --early-stop ends a run whose AUC stops improving."
+    hist = []
+    for k in range(2):
+        r = cli('pcam_train', '--data', synth, *FAST, '--epochs', 2, '--limit', 256, '--valid-limit', 128, '--seed', 7,
+                '--out', tmp_path/f'seed{k}')
+        assert r.returncode == 0, r.stderr[-3000:]
+        hist.append(pd.read_csv(tmp_path/f'seed{k}'/'history.csv'))
+    cols = ['train_loss', 'valid_loss', 'accuracy', 'roc_auc_score']
+    pd.testing.assert_frame_equal(hist[0][cols], hist[1][cols])
+    r = cli('pcam_train', '--data', synth, *FAST, '--epochs', 8, '--limit', 256, '--valid-limit', 128, '--lr', 1e-9,
+            '--early-stop', 1, '--out', tmp_path/'early')
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path/'early'/'metrics.json').read_text())
+    assert m['epochs'] < 8 and json.loads((tmp_path/'early'/'config.json').read_text())['early_stop'] == 1
+
+
+def test_augmentation_options_are_recorded(synth, tmp_path):
+    r = cli('pcam_train', '--data', synth, *FAST, '--epochs', 1, '--limit', 256, '--valid-limit', 128, '--no-d4',
+            '--hsv', 0.05, '--stain', 0.05, '--no-pretrained', '--out', tmp_path/'aug')
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = json.loads((tmp_path/'aug'/'config.json').read_text())
+    assert (cfg['d4'], cfg['aug'], cfg['hsv'], cfg['stain'], cfg['lighting'], cfg['pretrained']) == (False, True, 0.05, 0.05, 0.1, False)
+
+
 def test_lr_find_trains_nothing(synth, tmp_path):
     "pcam_train --lr-find: fastai's finder on the run's data and model; a plot, the curve and suggestions, no run record."
     out = tmp_path/'lr'
@@ -97,6 +147,7 @@ def test_lr_find_trains_nothing(synth, tmp_path):
     (['--arch', 'vgg17_bn'], ['vgg17_bn']),
     (['--resume'], ['--resume needs --out']),
     (['--lr-find', '--resume'], ['--lr-find and --resume contradict']),
+    (['--pretrained', '--no-pretrained'], ['--pretrained and --no-pretrained contradict']),
 ])
 def test_bad_input(args, fragments, synth, tmp_path):
     base = ['--data', str(synth), '--epochs', '1', '--device', 'cpu', '--out', str(tmp_path/'r')]
