@@ -56,24 +56,30 @@ def test_every_source(kind, class_folders, tmp_path):
     assert cfg['classes'] == (['adipose', 'stroma', 'tumour'] if kind == 'class_folders' else ['normal', 'tumour'])
 
 
-def test_resume_after_kill(synth, tmp_path):
-    "SIGKILL a run after its first checkpoint; --resume finishes it with the same record as an uninterrupted run."
-    out = tmp_path/'run'
-    args = [str(BIN/'pcam_train'), '--data', str(synth), *FAST, '--epochs', '3', '--limit', '512', '--out', str(out)]
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+def kill_and_resume(args, out, n_epochs):
+    "Start `pcam_train ARGS --out OUT`, SIGKILL it after its first checkpoint, then --resume it; returns the history."
+    p = subprocess.Popen([str(BIN/'pcam_train'), *map(str, args), '--out', str(out)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     t0 = time.time()
     while time.time() - t0 < 240:
         st = out/'state.json'
         if st.exists() and json.loads(st.read_text())['epochs_done'] >= 1: break
         if p.poll() is not None: pytest.fail('run ended before it could be killed')
-        time.sleep(0.2)
+        time.sleep(0.1)
     p.send_signal(signal.SIGKILL); p.wait()
     done = json.loads((out/'state.json').read_text())['epochs_done']
-    assert 1 <= done < 3 and not (out/'metrics.json').exists()
+    assert 1 <= done < n_epochs and not (out/'metrics.json').exists()
     r = cli('pcam_train', '--out', out, '--resume', '--no-progress')
     assert r.returncode == 0, r.stderr[-3000:]
     h = pd.read_csv(out/'history.csv')
-    assert list(h.epoch) == [0, 1, 2]
+    assert list(h.epoch) == list(range(n_epochs))
+    return h
+
+
+def test_resume_after_kill(synth, tmp_path):
+    "SIGKILL a run after its first checkpoint; --resume finishes it with the same record as an uninterrupted run."
+    out = tmp_path/'run'
+    h = kill_and_resume(['--data', synth, *FAST, '--epochs', 3, '--limit', 512], out, 3)
     m = json.loads((out/'metrics.json').read_text())
     assert m['epochs'] == 3 and 0 <= m['valid_auc'] <= 1 and m['resumes'] == 1
     # the run's time covers the epochs of the killed process too, not only the resumed one's
@@ -85,22 +91,9 @@ def test_fine_tune_from_weights_resumes_across_phases(synth, tmp_path):
     import torchvision
     w = tmp_path/'r18.pth'; torch.save(torchvision.models.resnet18().state_dict(), w)
     out = tmp_path/'ft'
-    args = [str(BIN/'pcam_train'), '--data', str(synth), '--arch', 'resnet18', '--bs', '64', '--device', 'cpu', '--no-progress',
-            '--limit', '256', '--valid-limit', '128', '--weights', str(w), '--epochs', '2', '--freeze-epochs', '1', '--out', str(out)]
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    t0 = time.time()
-    while time.time() - t0 < 240:
-        st = out/'state.json'
-        if st.exists() and json.loads(st.read_text())['epochs_done'] >= 1: break
-        if p.poll() is not None: pytest.fail('run ended before it could be killed')
-        time.sleep(0.1)
-    p.send_signal(signal.SIGKILL); p.wait()
-    done = json.loads((out/'state.json').read_text())['epochs_done']
-    assert 1 <= done < 3 and not (out/'metrics.json').exists()
-    r = cli('pcam_train', '--out', out, '--resume', '--no-progress')
-    assert r.returncode == 0, r.stderr[-3000:]
-    h = pd.read_csv(out/'history.csv')
-    assert list(h.phase) == ['frozen', 'unfrozen', 'unfrozen'] and list(h.epoch) == [0, 1, 2]
+    h = kill_and_resume(['--data', synth, '--arch', 'resnet18', '--bs', 64, '--device', 'cpu', '--no-progress', '--limit', 256,
+                         '--valid-limit', 128, '--weights', w, '--epochs', 2, '--freeze-epochs', 1], out, 3)
+    assert list(h.phase) == ['frozen', 'unfrozen', 'unfrozen']
     cfg = json.loads((out/'config.json').read_text())
     assert cfg['weights'] == str(w) and cfg['stats'][0] == pytest.approx([0.485, 0.456, 0.406], abs=1e-3)  # ImageNet stats
 
