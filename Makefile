@@ -47,7 +47,9 @@ train: venv
 	  $(BIN)/pcam_train --data $(TRAIN_DATA) --arch vgg16_bn --out runs/vgg16_bn-$(STAMP); \
 	else \
 	  echo "No GPU: CPU demo (simple_cnn on synthetic PCam; the full recipe needs a GPU)"; \
-	  $(BIN)/pcam_train --data synthetic --arch simple_cnn --epochs $(CPU_EPOCHS) --limit $(CPU_LIMIT) --bs 128 --out runs/cpu-demo-$(STAMP); \
+	  $(BIN)/pcam_train --data synthetic --arch simple_cnn --epochs $(CPU_EPOCHS) --limit $(CPU_LIMIT) --bs 128 --out runs/cpu-demo-$(STAMP) && \
+	  echo "Held-out check: the synthetic test split, which took no part in training or in picking the epoch" && \
+	  $(BIN)/pcam_evaluate runs/cpu-demo-$(STAMP) --split test --no-plots --no-progress --n-boot 200; \
 	fi
 
 test: nbtest pytest

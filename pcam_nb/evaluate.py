@@ -328,7 +328,8 @@ def evaluate_run(run_dir, data=None, split:str|None=None, tta:bool=True, bs:int=
     stats = run_stats(cfg)
     dl = eval_dl(p, stats, bs, device)
     t0 = time.perf_counter()
-    logits = predict_logits(model, dl, tta=tta, progress=progress)
+    # equivariant models predict through their plain-PyTorch export (same logits, less overhead); Grad-CAM uses the original
+    logits = predict_logits(model.export() if callable(getattr(model, 'export', None)) else model, dl, tta=tta, progress=progress)
     if device.type == 'cuda': torch.cuda.synchronize(device)
     secs = time.perf_counter() - t0
     groups = p.meta['wsi'].to_numpy() if p.meta is not None and 'wsi' in p.meta else None

@@ -278,7 +278,7 @@ def pcam_dls(source='synthetic', bs:int=128, size:int|None=None, device=None, au
     val = _limit(load_patches(source, valid_split, size, progress=progress), valid_limit, seed)
     return patch_dls(trn, val, bs, device, aug, stats, **kwargs)
 
-# %% ../nbs/03_loaders.ipynb #07998580
+# %% ../nbs/03_loaders.ipynb #7d7e5627
 def _patch_array(o) -> np.ndarray:
     "One patch as an H x W x C uint8 array: from a PIL image, an image file, an array or a tensor."
     if isinstance(o, (str, Path)):

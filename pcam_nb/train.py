@@ -347,15 +347,13 @@ def pcam_run(data='synthetic', arch:str='vgg16_bn', epochs:int=30, out='runs/pca
     cfg.update(classes=list(dls.vocab), img_size=int(dls.train_ds.x.shape[1]), n_train=len(dls.train_ds), n_valid=len(dls.valid_ds),
                stats=[norm.mean.flatten().tolist(), norm.std.flatten().tolist()])  # what evaluation normalises with
     if cfg.get('compile') is None: cfg['compile'] = compile_pays(device, cfg['n_train'] * cfg['epochs'])
-    out.mkdir(parents=True, exist_ok=True)
-    if lr_find:  # the same data and learner as a run, then the finder; no run record
-        learn = pcam_learner(dls, cfg['arch'], cfg['pretrained'], cfg['weights'], cfg['label_smoothing'], cfg['wd'], path=out)
-        if not progress: learn.remove_cb(ProgressCallback)
-        return find_lr(learn, out, show=False)
-    if not resume: _atomic_write(out/'config.json', lambda p: p.write_text(json.dumps(cfg, indent=1)))
+    # the learner (model, weights) first: a bad architecture or weights file leaves no folder behind
     learn = pcam_learner(dls, cfg['arch'], cfg['pretrained'], cfg['weights'], cfg['label_smoothing'], cfg['wd'], path=out,
-                         compile=cfg['compile'])
+                         compile=cfg['compile'] and not lr_find)
     if not progress: learn.remove_cb(ProgressCallback)
+    out.mkdir(parents=True, exist_ok=True)
+    if lr_find: return find_lr(learn, out, show=False)  # the same data and learner as a run; no run record
+    if not resume: _atomic_write(out/'config.json', lambda p: p.write_text(json.dumps(cfg, indent=1)))
     state = train(learn, out, cfg['epochs'], cfg['lr'], cfg['pretrained'] or bool(cfg['weights']), cfg['freeze_epochs'],
                   cfg['early_stop'], resume, cfg)
     return _finish(learn, out, state, cfg)

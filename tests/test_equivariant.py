@@ -26,7 +26,7 @@ def x():
 @pytest.fixture(scope='module')
 def small():
     torch.manual_seed(0)
-    return {g: _settled(gcnn(g, width=2, depth=2, img_size=32)) for g in ('d4', 'c4')}
+    return {g: _settled(gcnn(g, width=2, depth=2, img_size=32)) for g in ('d4', 'c4', 'c8')}
 
 
 def test_d4_gcnn_invariant_baseline_not(small, x):
@@ -45,6 +45,13 @@ def test_c4_invariant_to_rotations_only(small, x):
     c4 = small['c4']
     assert d4_spread(c4, x, ROT) < 1e-4
     assert d4_spread(c4, x) > 1e-3  # mirrorings are not in C4 (random weights)
+
+
+def test_c8_invariant_to_the_square_rotations(small, x):
+    "C8 holds C4: the 90-degree rotations (exact on the pixel grid) leave it invariant; mirrorings do not."
+    c8 = small['c8']
+    assert d4_spread(c8, x, ROT) < 1e-4
+    assert d4_spread(c8, x) > 1e-3
 
 
 def test_export_same_outputs(small, x):

@@ -2,7 +2,7 @@
 import json
 
 import numpy as np, pandas as pd, pytest, torch
-from sklearn.metrics import (roc_auc_score, accuracy_score, balanced_accuracy_score, f1_score, recall_score, log_loss)
+from sklearn.metrics import (roc_auc_score, roc_curve, accuracy_score, balanced_accuracy_score, f1_score, recall_score, log_loss)
 
 from conftest import cli, assert_clean_error
 from pcam_nb.data import PCamDataError, pcam_h5_paths
@@ -40,6 +40,13 @@ def test_metrics_match_sklearn(seed):
     assert m['sensitivity'] == pytest.approx(recall_score(y, pred))
     assert m['specificity'] == pytest.approx(recall_score(1 - y, 1 - pred))
     assert m['nll'] == pytest.approx(log_loss(y, probs), rel=1e-6)
+    fpr, tpr, thr = roc_curve(y, p1, drop_intermediate=False)            # thresholds high to low
+    k = int(np.argmax(tpr >= 0.95))                                      # the highest one reaching 95% sensitivity
+    assert m['threshold_at_target'] == pytest.approx(thr[k]) and m['specificity_at_target'] == pytest.approx(1 - fpr[k])
+    conf, correct = probs.max(1), (probs.argmax(1) == y)                 # ECE, one bin at a time
+    bins = [[i for i in range(n) if min(int(conf[i] * 15), 14) == b] for b in range(15)]
+    ref = sum(len(ix) * abs(conf[ix].mean() - correct[ix].mean()) for ix in bins if ix) / n
+    assert m['ece'] == pytest.approx(ref, abs=1e-12)
     w = rng.integers(0, 3, n)
     if len(np.unique(np.repeat(y, w))) == 2:
         assert _weighted_auc(y, p1, w)[0] == pytest.approx(roc_auc_score(np.repeat(y, w), np.repeat(p1, w)), abs=1e-12)

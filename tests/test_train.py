@@ -141,11 +141,13 @@ def test_lr_find_trains_nothing(synth, tmp_path):
     (['--resume'], ['--resume needs --out']),
     (['--lr-find', '--resume'], ['--lr-find and --resume contradict']),
     (['--pretrained', '--no-pretrained'], ['--pretrained and --no-pretrained contradict']),
+    (['--weights', '/nowhere/w.pth'], ['/nowhere/w.pth']),
 ])
 def test_bad_input(args, fragments, synth, tmp_path):
     base = ['--data', str(synth), '--epochs', '1', '--device', 'cpu', '--out', str(tmp_path/'r')]
     r = cli('pcam_train', *base, *args) if args != ['--resume'] else cli('pcam_train', '--resume')
     assert_clean_error(r, *fragments)
+    assert not (tmp_path/'r').exists()                                   # bad input leaves no run folder behind
 
 
 def test_no_aug_and_compile(synth, tmp_path):
