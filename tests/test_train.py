@@ -84,6 +84,14 @@ def test_resume_after_kill(synth, tmp_path):
     assert m['epochs'] == 3 and 0 <= m['valid_auc'] <= 1 and m['resumes'] == 1
     # the run's time covers the epochs of the killed process too, not only the resumed one's
     assert m['seconds'] >= h.seconds.sum() - 0.5, (m['seconds'], h.seconds.sum())
+    # the fastai export predicts on new, unlabelled patches (test_dl over an array; predict on one patch)
+    from pcam_nb.train import load_learner_trusted
+    from pcam_nb.data import load_patches
+    learn = load_learner_trusted(out)
+    x = load_patches(synth, 'valid', progress=False).x[:3]
+    with learn.no_bar(): probs = learn.get_preds(dl=learn.dls.test_dl(x))[0]
+    with learn.no_bar(): cat, idx, pr = learn.predict(x[0])
+    assert probs.shape == (3, 2) and torch.allclose(pr, probs[0], atol=1e-5) and str(cat) == ['normal', 'tumour'][int(idx)]
 
 
 def test_fine_tune_from_weights_resumes_across_phases(synth, tmp_path):
