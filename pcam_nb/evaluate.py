@@ -308,6 +308,12 @@ def _round(d):
     if isinstance(d, (list, tuple)): return [_round(v) for v in d]
     return round(d, 6) if isinstance(d, float) else d
 
+def _same_source(a, b) -> bool:
+    "Whether data sources `a` and `b` are the same files (a folder, or one of its PCam files, however the path is spelled)."
+    if 'synthetic' in (str(a), str(b)): return str(a) == str(b)
+    pa, pb = Path(a).resolve(), Path(b).resolve()
+    return (pa.parent if pa.is_file() else pa) == (pb.parent if pb.is_file() else pb)
+
 def evaluate_run(run_dir, data=None, split:str|None=None, tta:bool=True, bs:int=256, device=None, limit:int|None=None,
                  threshold:float=0.5, target_sensitivity:float=0.95, n_boot:int=1000, seed:int=0,
                  calibrate:bool=True, plots:bool=True, progress:bool=True) -> dict:
@@ -336,7 +342,7 @@ def evaluate_run(run_dir, data=None, split:str|None=None, tta:bool=True, bs:int=
     mkw = dict(threshold=threshold, target_sensitivity=target_sensitivity, n_boot=n_boot, seed=seed, groups=groups)
     probs = calibrated_probs(logits[:, :1])
     rep = dict(run_dir=str(run_dir), arch=cfg['arch'], data=data, split=split, limit=limit, classes=list(p.classes),
-               selection_split=split == 'valid' and str(data) == str(cfg['data']),
+               selection_split=split == 'valid' and _same_source(data, cfg['data']),
                **classification_metrics(p.y, probs, **mkw))
     if tta:
         probs_tta = calibrated_probs(logits)

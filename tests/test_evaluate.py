@@ -127,6 +127,7 @@ def test_evaluate_a_single_file_and_fresh_compare(run):
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads((out/'eval_valid.json').read_text())
     assert rep['data'] == str(vf) and rep['n'] == own['n'] and rep['auc'] == pytest.approx(own['auc'], abs=1e-6)
+    assert rep['selection_split'] and 'optimistic' in r.stdout        # the same valid patches that picked the epoch
     assert_clean_error(cli('pcam_evaluate', out, '--data', vf, '--split', 'test', *opts), "holds the 'valid' split, not 'test'")
     assert_clean_error(cli('pcam_train', '--data', vf, '--epochs', 1, '--device', 'cpu', '--out', out.parent/'x'),
                        "holds the 'valid' split, not 'train'", 'Pass its folder')
