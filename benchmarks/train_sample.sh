@@ -55,21 +55,26 @@ print(f"summaries: {len(runs)} trained, {len(ev)} evaluated: benchmarks/train_sa
 PY
 }
 
-for arch in $ARCHS; do
-  r=runs/sample-$arch
+one() {  # train (or resume, or keep) and evaluate one architecture; non-zero on failure
+  local arch=$1 r=runs/sample-$1
   if [ -f "$r/metrics.json" ] && [ -f "$r/eval_valid.json" ]; then
-    echo "$r: trained and evaluated earlier: kept"; continue
+    echo "$r: trained and evaluated earlier: kept"; return 0
   elif [ -f "$r/metrics.json" ]; then
     echo "$r: trained earlier: evaluating"
   elif [ -f "$r/state.json" ] && [ -f "$r/checkpoint.pth" ]; then
     echo "$r: stopped earlier: resuming from its last checkpoint"
-    "$BIN/pcam_train" --out "$r" --resume --no-progress
+    "$BIN/pcam_train" --out "$r" --resume --no-progress || return 1
   else
     rm -rf "$r"
     # shellcheck disable=SC2086
-    "$BIN/pcam_train" --data "$H5" --arch "$arch" --out "$r" --no-progress $TRAIN_ARGS
+    "$BIN/pcam_train" --data "$H5" --arch "$arch" --out "$r" --no-progress $TRAIN_ARGS || return 1
   fi
-  "$BIN/pcam_evaluate" "$r" --split valid --tta --no-progress
+  "$BIN/pcam_evaluate" "$r" --split valid --tta --no-progress || return 1
+}
+
+failed=""
+for arch in $ARCHS; do  # one architecture failing (say, out of memory) does not stop the others
+  one "$arch" || { echo "train_sample.sh: $arch FAILED (see above)" >&2; failed="$failed $arch"; }
   summaries
 done
-summaries
+[ -z "$failed" ] || { echo "train_sample.sh: failed:$failed" >&2; exit 1; }
