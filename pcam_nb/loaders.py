@@ -23,7 +23,7 @@ from fastai.data.transforms import Category
 from contextlib import contextmanager
 import math
 
-from .data import Patches, PCamDataError, load_patches, PCAM_CLASSES
+from .data import Patches, PCamDataError, load_patches, PCAM_CLASSES, _load_image
 
 # %% auto #0
 __all__ = ['d4', 'd4_batch', 'RandomD4', 'StainJitter', 'PatchTensors', 'fits_on_device', 'PatchDL', 'outline_centre',
@@ -283,8 +283,7 @@ def _patch_array(o) -> np.ndarray:
     "One patch as an H x W x C uint8 array: from a PIL image, an image file, an array or a tensor."
     if isinstance(o, (str, Path)):
         if not Path(o).is_file(): raise PCamDataError(f"{o}: no such image file")
-        try: o = Image.open(o)
-        except Exception as e: raise PCamDataError(f"{o}: not an image PIL can read ({e})") from None
+        return _load_image(o, None)  # the data layer's reader: RGB, file closed, clear error if unreadable
     if isinstance(o, Image.Image): o = o.convert('RGB')
     a = o.cpu().numpy() if isinstance(o, torch.Tensor) else np.asarray(o)
     return a[..., None] if a.ndim == 2 else a
