@@ -6,7 +6,7 @@
 # Run on a CUDA machine (an H100 for the project's targets) from the repo root:
 #     bash benchmarks/bench_gpu.sh        (or: make bench)
 # Generates data/bench once (pcam_synth's generator; a few minutes on 16 cores, 8 GB on disk), then writes
-# benchmarks/bench.json, benchmarks/bench.md and runs/bench-profile/ (torch.profiler trace of 40 training batches).
+# benchmarks/bench.json, benchmarks/bench.md and runs/bench-profile/ (torch.profiler profile of one vgg16_bn epoch: phases, top ops, trace).
 # PY=/path/to/python picks another interpreter (one where pcam_nb and fastai import); on the project's lent GPU
 # machine: `source benchmarks/gpu/setup.sh || exit 1; bash benchmarks/bench_gpu.sh`.
 # With a 10-minute limit per command, generate the data in a first command: `bash benchmarks/bench_gpu.sh --data-only`.

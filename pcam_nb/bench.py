@@ -19,8 +19,9 @@ from .models import create_model, arch_info
 from .train import pcam_learner, environment, md_table, _atomic_write
 
 # %% auto #0
-__all__ = ['TARGETS', 'ceiling', 'pipeline_speed', 'H5Patches', 'typical_tfms', 'per_item_speed', 'drop_page_cache',
-           'load_seconds', 'epoch_seconds', 'tta_seconds', 'ensure_data', 'bench', 'bench_md', 'pcam_bench']
+__all__ = ['PHASES', 'TARGETS', 'ceiling', 'pipeline_speed', 'H5Patches', 'typical_tfms', 'per_item_speed', 'drop_page_cache',
+           'load_seconds', 'epoch_seconds', 'tta_seconds', 'ensure_data', 'PhaseMarks', 'phase_table', 'profile_epoch',
+           'phases_md', 'bench', 'bench_md', 'pcam_bench']
 
 # %% ../nbs/07_bench.ipynb #146bfd74
 def _sync(device):
@@ -172,23 +173,82 @@ def ensure_data(root, n_train:int, n_valid:int, progress:bool=True) -> Path:
     make_synthetic(root, n_train=n_train, n_valid=n_valid, n_test=0, seed=0, progress=progress)
     return root
 
-def _profile_epoch(learn, out:Path, steps:int=40):
-    from torch.profiler import profile, ProfilerActivity, schedule
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    out.mkdir(parents=True, exist_ok=True)
-    class _Step(Callback):
-        order = 100
-        def after_batch(self):
-            if self.training:
-                prof.step()
-                if self.iter + 1 >= 10 + steps: raise CancelTrainException()
-        def before_validate(self): raise CancelValidException()
-    with profile(activities=acts, schedule=schedule(wait=5, warmup=5, active=steps), record_shapes=False) as prof:
-        learn.fit(1, 1e-4, cbs=_Step())
-    prof.export_chrome_trace(str(out/'trace.json'))
-    key = 'cuda_time_total' if torch.cuda.is_available() else 'cpu_time_total'
-    (out/'top_ops.txt').write_text(prof.key_averages().table(sort_by=key, row_limit=40))
-    return str(out)
+
+# %% ../nbs/07_bench.ipynb #a8649398
+PHASES = ('data', 'forward', 'loss', 'backward', 'optimizer', 'callbacks', 'validation')
+
+class PhaseMarks(Callback):
+    "Marks the phases of each training batch, and the validation pass, as torch.profiler ranges `pcam.<phase>`."
+    order = 100  # after the other callbacks of an event: their work counts in the phase that the event ends
+    rf = None
+    def _open(self, name=None):
+        if self.rf is not None: self.rf.__exit__(None, None, None); self.rf = None
+        if name: self.rf = torch.profiler.record_function('pcam.' + name); self.rf.__enter__()
+    def before_train(self): self._open('data')
+    def before_batch(self):
+        if self.training: self._open('forward')
+    def after_pred(self):
+        if self.training: self._open('loss')
+    def after_loss(self):
+        if self.training: self._open('backward')
+    def after_backward(self): self._open('optimizer')
+    def after_step(self): self._open('callbacks')
+    def after_batch(self):
+        if self.training: self._open('data')
+    def after_train(self): self._open()
+    def before_validate(self): self._open('validation')
+    def after_validate(self): self._open()
+    def after_fit(self): self._open()
+
+def _device_us(e) -> float:
+    return float(getattr(e, 'device_time_total', 0) or 0)
+
+def phase_table(prof, wall:float, steps:int) -> dict:
+    "Host and device time per phase (ms per training step; validation: seconds in all) from a `PhaseMarks` profile."
+    ka = prof.key_averages()
+    rows = {e.key[5:]: e for e in ka if e.key.startswith('pcam.')}
+    device_total = sum(float(getattr(e, 'self_device_time_total', 0) or 0) for e in ka)  # all kernels, counted once
+    res = dict(wall_seconds=wall, steps=steps, device_seconds=device_total / 1e6,
+               device_busy=min(device_total / 1e6 / wall, 1.) if device_total and wall else None, phases={})
+    for name in PHASES:
+        e = rows.get(name)
+        host, dev = (e.cpu_time_total, _device_us(e)) if e is not None else (0., 0.)
+        per = 1 if name == 'validation' else max(steps, 1)
+        res['phases'][name] = dict(host_ms=host / 1e3 / per, device_ms=dev / 1e3 / per,
+                                   device_share=dev / device_total if device_total else None)
+    return res
+
+def profile_epoch(learn, out, lr:float=1e-4) -> dict:
+    "One whole epoch of `learn` under torch.profiler, phases marked: `phases.json`, `top_ops.txt`, `trace.json.gz` in `out`."
+    from torch.profiler import profile, ProfilerActivity
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    dev = learn.dls.device or 'cpu'
+    cuda = torch.device(dev).type == 'cuda'
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts, record_shapes=False) as prof:
+        t0 = _clock(dev)
+        learn.fit(1, lr, cbs=PhaseMarks())
+        wall = _clock(dev) - t0
+    res = phase_table(prof, wall, len(learn.dls.train))
+    key = 'device_time_total' if cuda else 'cpu_time_total'
+    _atomic_write(out/'top_ops.txt', lambda p: p.write_text(prof.key_averages().table(sort_by=key, row_limit=40)))
+    prof.export_chrome_trace(str(out/'trace.json.gz'))
+    _atomic_write(out/'phases.json', lambda p: p.write_text(_json.dumps(res, indent=1)))
+    return dict(folder=str(out), **res)
+
+def phases_md(prof:dict) -> str:
+    "The phase table of a `profile_epoch` result, in markdown."
+    ph, busy = prof['phases'], prof.get('device_busy')
+    lines = ['| phase | host ms/step | device ms/step | share of device time |', '|---|---|---|---|']
+    for name, r in ph.items():
+        unit = ' (s, whole pass)' if name == 'validation' else ''
+        f = (lambda v: f"{v / 1e3:.2f}") if name == 'validation' else (lambda v: f"{v:.2f}")
+        share = f"{r['device_share']:.1%}" if r['device_share'] is not None else '-'
+        lines.append(f"| {name}{unit} | {f(r['host_ms'])} | {f(r['device_ms']) if busy is not None else '-'} | {share} |")
+    lines += ['', f"One epoch of {prof['steps']} training batches, {prof['wall_seconds']:.2f} s under the profiler; "
+              + (f"device busy {busy:.1%} of the wall time ({prof['device_seconds']:.2f} s of kernels)." if busy is not None
+                 else 'no device time (CPU run).')]
+    return '\n'.join(lines)
 
 # %% ../nbs/07_bench.ipynb #5a63131c
 TARGETS = dict(vgg16_bn=0.95, resnet18=0.9)  # pipeline / ceiling, from the project's issue (on an H100)
@@ -231,7 +291,9 @@ def bench(data=None, archs=('vgg16_bn', 'resnet18'), bs:int=256, steps:int=200, 
             say(f"{arch} full epoch: {res['epoch']['train_seconds']:.2f} s training, {res['epoch']['seconds']:.2f} s with validation")
             res['tta'] = dict(arch=arch, **tta_seconds(learn, tta_n))
             say(f"{arch} D4-TTA over {res['tta']['n']} patches: {res['tta']['seconds']:.2f} s")
-            if profile: res['profile'] = _profile_epoch(learn, Path(profile))
+            if profile:
+                res['profile'] = profile_epoch(learn, profile)
+                say(phases_md(res['profile']))
         del learn
         if dev.type == 'cuda': torch.cuda.empty_cache()
     return res
@@ -260,6 +322,9 @@ def bench_md(res:dict, command:str='pcam_bench --json benchmarks/bench.json') ->
     lines += [f"| load the train split ({ld['n']:,} patches, {ld['MB']:,.0f} MB) from disk to {e['device']} "
               f"(page cache dropped: {ld['cold']}) | {ld['seconds']:.2f} (read {ld['read_seconds']:.2f} + copy {ld['copy_seconds']:.2f}) | <= 15 |"]
     if tt: lines += [f"| D4-TTA inference ({tt['views']} views) over {tt['n']:,} patches, {tt['arch']} | {tt['seconds']:.2f} | <= 10 |"]
+    if res.get('profile'):
+        lines += ['', f"## Where the time goes (torch.profiler, one epoch of {res['epoch']['arch'] if ep else ''}; "
+                  f"`{res['profile']['folder']}`)", '', phases_md(res['profile'])]
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/07_bench.ipynb #f7a8e61d

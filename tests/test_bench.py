@@ -7,7 +7,7 @@ def test_bench_cli_smoke(tmp_path):
     out = tmp_path/'bench.json'
     r = cli('pcam_bench', '--json', out, '--data', tmp_path/'data', '--archs', 'simple_cnn', '--bs', 16, '--steps', 2,
             '--warmup', 1, '--per-item-steps', 2, '--workers', 1, '--n-train', 128, '--n-valid', 32, '--tta-n', 16,
-            '--device', 'cpu', '--no-progress', timeout=600)
+            '--device', 'cpu', '--no-progress', '--profile', tmp_path/'prof', timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     a = res['archs']['simple_cnn']
@@ -18,6 +18,9 @@ def test_bench_cli_smoke(tmp_path):
     assert res['epoch']['n_train'] == 128 and res['epoch']['seconds'] >= res['epoch']['train_seconds'] > 0
     md = (tmp_path/'bench.md').read_text()
     assert 'CPU smoke run' in md and '| simple_cnn |' in md and 'D4-TTA' in md
+    prof = json.loads((tmp_path/'prof'/'phases.json').read_text())                 # one whole epoch profiled
+    assert prof['steps'] == 128 // 16 and res['profile']['phases']['backward']['host_ms'] > 0
+    assert '## Where the time goes' in md and '| backward |' in md and (tmp_path/'prof'/'trace.json.gz').stat().st_size > 0
 
 
 def test_bench_bad_input(tmp_path):

@@ -49,7 +49,7 @@ def test_smoke_session_runs_every_stage(smoke, tmp_path):
     assert {'benchmarks/bench.json', 'benchmarks/bench.md', 'benchmarks/train_sample.md', 'benchmarks/eval_sample.md',
             'runs/sample-simple_cnn/metrics.json', 'runs/sample-simple_cnn/eval_valid.json',
             'runs/sample-simple_cnn/eval_valid/predictions.csv', 'runs/session-smoke/equivariance.json',
-            'runs/bench-profile/top_ops.txt'} <= names, sorted(names)
+            'runs/bench-profile/top_ops.txt', 'runs/bench-profile/phases.json'} <= names, sorted(names)
     assert not any(n.endswith(('.pth', '.pkl')) for n in names)  # never weights
     bench = json.loads((tmp_path/'benchmarks/bench.json').read_text())
     assert bench['env']['device'] == 'cpu' and set(bench['archs']) == {'simple_cnn'}

@@ -112,7 +112,7 @@ def run_stage(cmd, env: dict, until: float, logf, cwd=None) -> int:
 def pack(root: Path, out: Path, smoke: bool = False) -> Path:
     "results.tgz of what the stages wrote (paths relative to the repo root); the profiler trace only if it fits."
     pats = ['benchmarks/bench.json', 'benchmarks/bench.md', 'benchmarks/train_sample.md', 'benchmarks/eval_sample.md',
-            'runs/bench-profile/top_ops.txt', 'runs/sample-*/config.json', 'runs/sample-*/metrics.json',
+            'runs/bench-profile/top_ops.txt', 'runs/bench-profile/phases.json', 'runs/sample-*/config.json', 'runs/sample-*/metrics.json',
             'runs/sample-*/history.csv', 'runs/sample-*/*.png', 'runs/sample-*/eval_valid.json',
             'runs/sample-*/eval_valid/*']
     pats += (['runs/session-smoke/equivariance.*', 'runs/session-smoke/equivariance/records/**/*.json'] if smoke else
@@ -121,7 +121,7 @@ def pack(root: Path, out: Path, smoke: bool = False) -> Path:
     files = sorted({p for pat in pats for p in root.glob(pat) if p.is_file()})
     dest = out/'results.tgz'
     for trace in (True, False):
-        extra = [root/'runs/bench-profile/trace.json'] if trace and (root/'runs/bench-profile/trace.json').exists() else []
+        extra = [root/'runs/bench-profile/trace.json.gz'] if trace and (root/'runs/bench-profile/trace.json.gz').exists() else []
         with tarfile.open(dest.with_suffix('.tmp'), 'w:gz') as t:
             for p in files + extra: t.add(p, arcname=p.relative_to(root).as_posix())
         if dest.with_suffix('.tmp').stat().st_size <= MAX_TGZ or not extra: break
@@ -134,7 +134,7 @@ def main(argv=None):
     ap.add_argument('--call-s', type=float, default=570, help="seconds from the call's start (T0) by which to be done")
     ap.add_argument('--out', default=os.environ.get('OUT'), help='where results.tgz, session.log, status.json go ($OUT)')
     ap.add_argument('--stages', default='train,bench,study', help='which stages may run (comma-separated)')
-    ap.add_argument('--bench-min-s', type=float, default=330, help='start the bench only with this much time left')
+    ap.add_argument('--bench-min-s', type=float, default=360, help='start the bench only with this much time left')
     ap.add_argument('--smoke', action='store_true', help='tiny everything, on a CPU: checks this file, measures nothing')
     a = ap.parse_args(argv)
     root = Path.cwd()
