@@ -20,8 +20,8 @@ from .train import pcam_learner, environment, md_table, _atomic_write
 
 # %% auto #0
 __all__ = ['PHASES', 'TARGETS', 'ceiling', 'pipeline_speed', 'H5Patches', 'typical_tfms', 'per_item_speed', 'drop_page_cache',
-           'load_seconds', 'epoch_seconds', 'tta_seconds', 'ensure_data', 'PhaseMarks', 'phase_table', 'profile_epoch',
-           'phases_md', 'bench', 'bench_md', 'pcam_bench']
+           'load_seconds', 'epoch_seconds', 'tta_seconds', 'ensure_data', 'PhaseMarks', 'device_intervals',
+           'phase_table', 'profile_epoch', 'phases_md', 'bench', 'bench_md', 'pcam_bench']
 
 # %% ../nbs/07_bench.ipynb #146bfd74
 def _sync(device):
@@ -174,7 +174,7 @@ def ensure_data(root, n_train:int, n_valid:int, progress:bool=True) -> Path:
     return root
 
 
-# %% ../nbs/07_bench.ipynb #a8649398
+# %% ../nbs/07_bench.ipynb #f5f3804d
 PHASES = ('data', 'forward', 'loss', 'backward', 'optimizer', 'callbacks', 'validation')
 
 class PhaseMarks(Callback):
@@ -200,22 +200,28 @@ class PhaseMarks(Callback):
     def after_validate(self): self._open()
     def after_fit(self): self._open()
 
-def _device_us(e) -> float:
-    return float(getattr(e, 'device_time_total', 0) or 0)
+def device_intervals(prof) -> tuple:
+    "Kernel/copy time on the device from a profile: (sum of their durations, union of their intervals), in seconds."
+    from torch.autograd import DeviceType
+    iv = sorted((e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type != DeviceType.CPU)
+    total = sum(b - a for a, b in iv)
+    union, end = 0., float('-inf')
+    for a, b in iv:
+        if b > end: union += b - max(a, end); end = b
+    return total / 1e6, union / 1e6
 
 def phase_table(prof, wall:float, steps:int) -> dict:
-    "Host and device time per phase (ms per training step; validation: seconds in all) from a `PhaseMarks` profile."
-    ka = prof.key_averages()
-    rows = {e.key[5:]: e for e in ka if e.key.startswith('pcam.')}
-    device_total = sum(float(getattr(e, 'self_device_time_total', 0) or 0) for e in ka)  # all kernels, counted once
-    res = dict(wall_seconds=wall, steps=steps, device_seconds=device_total / 1e6,
-               device_busy=min(device_total / 1e6 / wall, 1.) if device_total and wall else None, phases={})
+    "Host and device time per phase (ms per training step; validation: ms in all) from a `PhaseMarks` profile."
+    rows = {e.key[5:]: e for e in prof.key_averages() if e.key.startswith('pcam.')}
+    kernels, busy = device_intervals(prof)
+    res = dict(wall_seconds=wall, steps=steps, device_seconds=kernels,
+               device_busy=min(busy / wall, 1.) if kernels and wall else None, phases={})
     for name in PHASES:
         e = rows.get(name)
-        host, dev = (e.cpu_time_total, _device_us(e)) if e is not None else (0., 0.)
+        host, dev = (e.cpu_time_total, e.device_time_total) if e is not None else (0., 0.)
         per = 1 if name == 'validation' else max(steps, 1)
         res['phases'][name] = dict(host_ms=host / 1e3 / per, device_ms=dev / 1e3 / per,
-                                   device_share=dev / device_total if device_total else None)
+                                   device_share=dev / 1e6 / kernels if kernels else None)
     return res
 
 def profile_epoch(learn, out, lr:float=1e-4) -> dict:
@@ -246,7 +252,7 @@ def phases_md(prof:dict) -> str:
         share = f"{r['device_share']:.1%}" if r['device_share'] is not None else '-'
         lines.append(f"| {name}{unit} | {f(r['host_ms'])} | {f(r['device_ms']) if busy is not None else '-'} | {share} |")
     lines += ['', f"One epoch of {prof['steps']} training batches, {prof['wall_seconds']:.2f} s under the profiler; "
-              + (f"device busy {busy:.1%} of the wall time ({prof['device_seconds']:.2f} s of kernels)." if busy is not None
+              + (f"the device was busy {busy:.1%} of the wall time ({prof['device_seconds']:.2f} s of kernels and copies)." if busy is not None
                  else 'no device time (CPU run).')]
     return '\n'.join(lines)
 
