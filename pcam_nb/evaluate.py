@@ -33,7 +33,8 @@ D4_NAMES = ['identity', 'transpose', 'flip LR', 'rot 90', 'flip UD', 'rot 270', 
 def eval_dl(p:Patches, stats, bs:int=256, device=None) -> PatchDL:
     "An un-augmented, unshuffled fastai loader over `p` (patches on `device`), normalised with `stats`."
     device = torch.device(device) if device is not None else default_device()
-    return PatchDL(PatchTensors.from_patches(p, device, split_idx=1), bs=bs, after_batch=batch_tfms(stats, aug=False))
+    return PatchDL(PatchTensors.from_patches(p, device, split_idx=1), bs=bs, after_batch=batch_tfms(stats, aug=False),
+                   device=device)  # predict_logits runs the model on the loader's device
 
 def run_config(run_dir) -> dict:
     "The `config.json` of a pcam_train run folder."
