@@ -27,7 +27,7 @@ from .data import Patches, PCamDataError, load_patches, PCAM_CLASSES, _load_imag
 
 # %% auto #0
 __all__ = ['d4', 'd4_batch', 'RandomD4', 'StainJitter', 'PatchTensors', 'fits_on_device', 'PatchDL', 'outline_centre',
-           'channel_stats', 'ToFeed', 'feed_dtype', 'set_feed', 'batch_tfms', 'patch_dls', 'pcam_dls',
+           'channel_stats', 'ToFeed', 'feed_dtype', 'set_feed', 'batch_tfms', 'patch_dls', 'pcam_dls', 'as_rgb',
            'as_patch_tensors']
 
 # %% ../nbs/03_loaders.ipynb #ac96981d
@@ -279,14 +279,27 @@ def pcam_dls(source='synthetic', bs:int=128, size:int|None=None, device=None, au
     return patch_dls(trn, val, bs, device, aug, stats, **kwargs)
 
 # %% ../nbs/03_loaders.ipynb #7d7e5627
-def _patch_array(o) -> np.ndarray:
-    "One patch as an H x W x C uint8 array: from a PIL image, an image file, an array or a tensor."
+def as_rgb(a, name:str='image') -> np.ndarray:
+    "uint8 RGB pixels (... x H x W x 3) of `a` (array, tensor or PIL image): grey replicated to 3 channels, alpha dropped."
+    if isinstance(a, Image.Image): a = a.convert('RGB')
+    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    if a.ndim == 2: a = a[..., None]
+    if a.ndim not in (3, 4) or a.shape[-1] not in (1, 3, 4):
+        raise PCamDataError(f"{name}: an array of shape {a.shape} is not an image. Pass H x W x 3 RGB "
+                            "(or H x W grey, H x W x 4 RGBA; N x H x W x C for several patches)")
+    if a.dtype != np.uint8:
+        raise PCamDataError(f"{name}: pixels of dtype {a.dtype}. Pass uint8 values 0..255 "
+                            "(floats in 0..1: (x * 255).round().astype(np.uint8))")
+    if a.shape[-1] == 1: a = np.repeat(a, 3, -1)
+    elif a.shape[-1] == 4: a = a[..., :3]
+    return a
+
+def _patch_array(o, name:str='patch') -> np.ndarray:
+    "One patch as an H x W x 3 uint8 array: from an image file (the data layer's reader), a PIL image, an array or a tensor."
     if isinstance(o, (str, Path)):
         if not Path(o).is_file(): raise PCamDataError(f"{o}: no such image file")
-        return _load_image(o, None)  # the data layer's reader: RGB, file closed, clear error if unreadable
-    if isinstance(o, Image.Image): o = o.convert('RGB')
-    a = o.cpu().numpy() if isinstance(o, torch.Tensor) else np.asarray(o)
-    return a[..., None] if a.ndim == 2 else a
+        return _load_image(o, None)  # RGB, file closed, clear error if unreadable
+    return as_rgb(o, name)
 
 def as_patch_tensors(items, like:PatchTensors) -> PatchTensors:
     "New patches (`Patches`, a uint8 N x H x W x C array or tensor, one patch, or a list of images/arrays/files) shaped like `like`."
@@ -297,17 +310,15 @@ def as_patch_tensors(items, like:PatchTensors) -> PatchTensors:
             raise PCamDataError(f"these patches have classes {items.classes}, the loader {like.vocab}: use data of the same task")
         x, y = items.x, np.asarray(items.y, dtype=np.int64)
     elif isinstance(items, (np.ndarray, torch.Tensor)):
-        x = items.cpu().numpy() if isinstance(items, torch.Tensor) else items
+        x = as_rgb(items, 'patches')
         if x.ndim == 3: x = x[None]
     else:
-        arrs = [_patch_array(o) for o in items]
+        arrs = [_patch_array(o, f'patch {i}') for i, o in enumerate(items)]
         if not arrs: raise PCamDataError("no patches given: pass at least one image, array or file")
         shapes = {a.shape for a in arrs}
         if len(shapes) > 1: raise PCamDataError(f"the patches differ in shape ({sorted(shapes)}): give patches of one size")
         x = np.stack(arrs)
     if x.ndim != 4: raise PCamDataError(f"patches of shape {tuple(x.shape)}: expected N x H x W x C (or one H x W x C)")
-    if x.dtype != np.uint8: raise PCamDataError(f"patches of dtype {x.dtype}: expected uint8 pixel values 0..255, as PCam stores them")
-    if x.shape[-1] == 1: x = np.repeat(x, 3, -1)
     h, w = like.x.shape[1:3]
     if x.shape[1:] != (h, w, 3):
         raise PCamDataError(f"patches of {x.shape[1]}x{x.shape[2]}x{x.shape[3]}, the model's data are {h}x{w}x3: "

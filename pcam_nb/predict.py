@@ -18,13 +18,13 @@ from fastcore.script import Param, store_true
 from fastai.torch_core import default_device
 
 from .data import PCamDataError, Patches, pcam_cli, _load_image, IMG_EXTS
-from .loaders import PatchDL, PatchTensors, batch_tfms
+from .loaders import PatchDL, PatchTensors, batch_tfms, as_rgb
 from .train import load_model, _atomic_write
 from .evaluate import run_config, run_stats, eval_dl, predict_logits, calibrated_probs, _save
 
 # %% auto #0
-__all__ = ['Predictor', 'image_files', 'read_image', 'as_rgb', 'predict_patches', 'heatmap_grid', 'tissue_cells',
-           'predict_heatmap', 'plot_heatmap', 'pcam_predict']
+__all__ = ['Predictor', 'image_files', 'read_image', 'predict_patches', 'heatmap_grid', 'tissue_cells', 'predict_heatmap',
+           'plot_heatmap', 'pcam_predict']
 
 # %% ../nbs/10_predict.ipynb #bbe8c84e
 class Predictor:
@@ -67,20 +67,6 @@ def read_image(path) -> np.ndarray:
     try: return _load_image(p, None)
     finally: Image.MAX_IMAGE_PIXELS = old
 
-def as_rgb(a, name:str='image') -> np.ndarray:
-    "uint8 RGB pixels (... x H x W x 3) of `a` (array, tensor or PIL image): grey replicated to 3 channels, alpha dropped."
-    if isinstance(a, Image.Image): a = a.convert('RGB')
-    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-    if a.ndim == 2: a = a[..., None]
-    if a.ndim not in (3, 4) or a.shape[-1] not in (1, 3, 4):
-        raise PCamDataError(f"{name}: an array of shape {a.shape} is not an image. Pass H x W x 3 RGB "
-                            "(or H x W grey, H x W x 4 RGBA; N x H x W x C for several patches)")
-    if a.dtype != np.uint8:
-        raise PCamDataError(f"{name}: pixels of dtype {a.dtype}. Pass uint8 values 0..255 "
-                            "(floats in 0..1: (x * 255).round().astype(np.uint8))")
-    if a.shape[-1] == 1: a = np.repeat(a, 3, -1)
-    elif a.shape[-1] == 4: a = a[..., :3]
-    return a
 
 # %% ../nbs/10_predict.ipynb #6094c83d
 def _patch_stack(items, size:int):
