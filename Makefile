@@ -26,7 +26,7 @@ venv: $(BIN)/.installed
 
 # torch/torchvision: the verified versions (../shared/notes/stack.md); pip takes them from local disk where it can.
 # escnn (the equivariant models) with --no-deps: its declared dependencies py3nj (needs gfortran) and lie_learn (numpy 1.x
-# only) serve its 3D groups, which pcam_nb does not use; why and how: nbs/08_equivariant.ipynb.
+# only) serve its 3D groups, which pcam_nb does not use; why and how: nbs/06_equivariant.ipynb.
 ESCNN := escnn==1.0.11
 $(BIN)/.installed: settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

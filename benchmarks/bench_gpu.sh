@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU measurement for the bench chapter (nbs/07_bench.ipynb): on ONE CUDA device, in ONE process, for vgg16_bn and
+# GPU measurement for the bench chapter (nbs/10_bench.ipynb): on ONE CUDA device, in ONE process, for vgg16_bn and
 # resnet18 at 96x96: the compute ceiling, the project's fastai pipeline (GPU-resident loader over an HDF5 split,
 # augmentation on) and a typical per-item PyTorch pipeline (h5py Dataset, torchvision transforms, 8 workers, fp32);
 # one full-size epoch (262,144 patches), loading that split to the GPU, D4-TTA over 32,768 patches.

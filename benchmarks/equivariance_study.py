@@ -37,7 +37,8 @@ import matplotlib.pyplot as plt
 from pcam_nb.data import sample_dir
 from pcam_nb.models import create_model, n_params
 from pcam_nb.equivariant import arch_name, ensure_arch
-from pcam_nb.train import pcam_run, md_table, environment, _atomic_write
+from pcam_nb.core import environment, write_json, write_text, save_figure
+from pcam_nb.train import pcam_run
 from pcam_nb.evaluate import evaluate_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +93,7 @@ def train_once(out:Path, rec:Path, family:str, arch:str, cfg:dict, a, seed:int, 
                                  plots=False, progress=a.progress)
     r['wall_s'] = time.perf_counter() - t0  # build + train + evaluate, as the deadline planning needs
     rec.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(rec, lambda p: p.write_text(json.dumps(r, indent=1, default=str)))
+    write_json(rec, r, default=str)
     return r
 
 
@@ -144,7 +145,7 @@ def md_summary(df:pd.DataFrame) -> str:
                       'class flips': [f"{v:.2%}" for v in df.rot_flip_rate],
                       'train img/s': df.img_per_s.map('{:,.0f}'.format),
                       's to best epoch': [f"{m:.0f} ± {s:.0f}" for m, s in zip(df.s_to_best, df.s_to_best_std)]})
-    return md_table(t)
+    return t.to_markdown(index=False)
 
 
 def plot(df:pd.DataFrame, search:pd.DataFrame, fname:Path):
@@ -163,7 +164,7 @@ def plot(df:pd.DataFrame, search:pd.DataFrame, fname:Path):
     axs[2].set_xscale('log'); axs[2].set_xlabel('parameters'); axs[2].set_ylabel('valid AUC')
     axs[2].set_title('search: every configuration'); axs[2].legend(fontsize=8)
     fig.tight_layout()
-    _atomic_write(fname, lambda p: fig.savefig(p, dpi=90, format='png'))
+    save_figure(fig, fname)
     plt.close(fig)
 
 
@@ -272,13 +273,13 @@ def main(argv=None):
           "class flips = patches whose predicted class changes under some view; train img/s = training patches / median "
           "training time of an epoch (validation excluded); s to best epoch = wall time until the epoch with the "
           "best valid AUC.", '', md_summary(df), '', '## Search', '',
-          md_table(search.assign(valid_auc=search.valid_auc.round(4), img_per_s=search.img_per_s.round(0))), '',
+          search.assign(valid_auc=search.valid_auc.round(4), img_per_s=search.img_per_s.round(0)).to_markdown(index=False), '',
           '![equivariance study](' + res.name + '.png)', '']
-    _atomic_write(res.with_suffix('.md'), lambda p: p.write_text('\n'.join(md)))
-    _atomic_write(res.with_suffix('.json'), lambda p: p.write_text(json.dumps(dict(
+    write_text(res.with_suffix('.md'), '\n'.join(md))
+    write_json(res.with_suffix('.json'), dict(
         smoke=a.smoke, complete=complete, command=cmd, data=a.data, limit=a.limit, valid_limit=a.valid_limit, environment=dev,
         grid=grid, widths=widths, configs=configs, best=best, summary=df.to_dict('records'), search=search.to_dict('records'),
-        final={f: [{k: v for k, v in r.items() if k != 'history'} for r in rs] for f, rs in final.items()}), indent=1, default=str)))
+        final={f: [{k: v for k, v in r.items() if k != 'history'} for r in rs] for f, rs in final.items()}), default=str)
     plot(df, search, res.with_suffix('.png'))
     print('\n'.join(md[:12]))
     print(f"wrote {res.with_suffix('.md')}, .json, .png")

@@ -25,7 +25,7 @@ summaries() {
 import json, os, pandas as pd
 from pathlib import Path
 from pcam_nb.evaluate import compare_runs
-from pcam_nb.train import runs_table, md_table
+from pcam_nb.train import runs_table
 archs = list(dict.fromkeys(['vgg16_bn', 'resnet18', 'simple_cnn'] + os.environ['ARCHS'].split()))
 runs = [Path(f'runs/sample-{a}') for a in archs if Path(f'runs/sample-{a}/metrics.json').exists()]
 cfgs = {r: json.loads((r/'config.json').read_text()) for r in runs}
@@ -36,9 +36,9 @@ resumed = [r.name for r, c in cfgs.items() if 'resumed_on' in c]
 out = ["# Training on the real PCam sample (20,000 train / 3,000 valid), default recipe, from scratch", "",
        f"Machine: {', '.join(machines)}. Command: {cmd}." +
        (f" Resumed from a checkpoint after a stop: {', '.join(resumed)} (epoch times are per epoch either way)." if resumed else ''),
-       "", md_table(runs_table(runs)), ""]
+       "", runs_table(runs).to_markdown(index=False), ""]
 for r in runs:
-    out += [f"## {r.name}", "", md_table(pd.read_csv(r/'history.csv')), ""]
+    out += [f"## {r.name}", "", pd.read_csv(r/'history.csv').to_markdown(index=False), ""]
 Path('benchmarks/train_sample.md').write_text('\n'.join(out))
 ev = [r for r in runs if (r/'eval_valid.json').exists()]
 if ev:
@@ -46,7 +46,7 @@ if ev:
     out = ["# Evaluation on the real PCam sample's valid split (3,000 patches), with and without D4 TTA", "",
            f"Machine: {', '.join(machines)}. Command: {cmd} (pcam_evaluate RUN --split valid --tta).",
            "The valid split also chose each run's best epoch, so the figures are slightly optimistic.", "",
-           md_table(compare_runs(ev, 'valid')), "",
+           compare_runs(ev, 'valid').to_markdown(index=False), "",
            "| run | D4-TTA inference, s per 1,000 patches | ECE before -> after temperature (plain) |", "|---|---|---|"]
     out += [f"| {r.name} | {m['tta_seconds_per_1000']:.3f} | {m['calibration']['plain']['ece_before']:.4f} -> "
             f"{m['calibration']['plain']['ece_after']:.4f} |" for r, m in zip(ev, reps)]

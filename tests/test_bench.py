@@ -30,6 +30,6 @@ def test_bench_bad_input(tmp_path):
     assert_clean_error(r, 'warmup + steps')
     import pytest
     from pcam_nb.bench import bench
-    from pcam_nb.data import PCamDataError
-    with pytest.raises(PCamDataError, match='vgg17'): bench(tmp_path/'e', archs=['vgg17'], device='cpu')  # before any data
+    from pcam_nb.core import PCamError
+    with pytest.raises(PCamError, match='vgg17'): bench(tmp_path/'e', archs=['vgg17'], device='cpu')  # before any data
     assert not (tmp_path/'e').exists()

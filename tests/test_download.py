@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py, numpy as np, pytest
 
 from conftest import cli, assert_clean_error
-from pcam_nb.data import PCamDataError
+from pcam_nb.core import PCamError
 from pcam_nb.download import pcam_download
 
 SPLITS = ('train', 'valid', 'test')
@@ -179,7 +179,7 @@ def test_checksum_mismatch(server, files, tmp_path):
     assert_clean_error(r, 'checksum mismatch', 'f' * 32, f'{stem("valid")}_y.h5.gz', 'deleted')
     assert not any(n.startswith(f'{stem("valid")}_y') for n in names(dest))  # no .part, no .gz, no .h5
     # the official checksums (the default) do not match the small files either
-    with pytest.raises(PCamDataError, match='checksum mismatch.*d8c2d60d490dbd479f8199bdfa0cf6ec'):
+    with pytest.raises(PCamError, match='checksum mismatch.*d8c2d60d490dbd479f8199bdfa0cf6ec'):
         pcam_download(dest=tmp_path/'official', base_url=server.url, splits='test', quiet=True)
     assert names(tmp_path/'official') == []
 
@@ -200,7 +200,7 @@ def test_no_half_written_h5(server, files, tmp_path):
     assert_clean_error(r, 'not a complete gzip file', xgz.name)
     assert f'{stem("valid")}_x.h5' not in names(dest)
     assert not [n for n in names(dest) if n.startswith('.')]  # no temporary file left
-    with pytest.raises(PCamDataError, match="decompresses to an invalid file.*no dataset 'y'"):
+    with pytest.raises(PCamError, match="decompresses to an invalid file.*no dataset 'y'"):
         pcam_download(dest=dest, base_url=server.url, md5=str(sums), splits='test', quiet=True)
     assert f'{stem("test")}_x.h5' in names(dest) and f'{stem("test")}_y.h5' not in names(dest)
     assert not [n for n in names(dest) if n.startswith('.')]
@@ -235,7 +235,7 @@ def test_bad_inputs(server, files, tmp_path):
     (tmp_path/'afile').write_text('')
     r = fetch(server, files, tmp_path/'afile'/'pcam')
     assert_clean_error(r, 'cannot write there', str(tmp_path/'afile'/'pcam'))
-    with pytest.raises(PCamDataError, match='checksum file not found'):
+    with pytest.raises(PCamError, match='checksum file not found'):
         pcam_download(dest=tmp_path/'b', base_url=server.url, md5=str(tmp_path/'nope.txt'), splits='valid', quiet=True)
-    with pytest.raises(PCamDataError, match='HTTP 404'):
+    with pytest.raises(PCamError, match='HTTP 404'):
         pcam_download(dest=tmp_path/'c', base_url=server.url + '/wrong', splits='valid', quiet=True)

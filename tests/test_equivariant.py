@@ -8,7 +8,7 @@ from pcam_nb.equivariant import (gcnn, cnn_baseline, d4_spread, d4_logits, escnn
                                  ESCNN_INSTALL, GCNN)
 from pcam_nb.models import create_model, n_params
 
-ROT = [0, 3, 6, 5]  # identity, 90, 180, 270 degrees in pcam_nb.loaders.d4's numbering
+from pcam_nb.core import D4_ROTATIONS as ROT  # identity, 90, 180, 270 degrees
 
 
 def _settled(model, seed=0):
@@ -95,7 +95,7 @@ def test_missing_escnn_message(monkeypatch):
 def test_pcam_train_gcnn_d4(tmp_path):
     "One epoch of the default D4 GCNN through the CLI (64 px patches); the run folder rebuilds an invariant model."
     from pcam_nb.synth import make_synthetic
-    from pcam_nb.train import load_model
+    from pcam_nb.runs import load_model
     data = make_synthetic(tmp_path/'synth', n_train=128, n_valid=64, n_test=0, seed=5, size=64, progress=False)
     out = tmp_path/'run'
     r = cli('pcam_train', '--data', data, '--arch', 'gcnn_d4', '--epochs', 1, '--bs', 64, '--device', 'cpu',

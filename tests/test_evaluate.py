@@ -5,10 +5,12 @@ import numpy as np, pandas as pd, pytest, torch
 from sklearn.metrics import (roc_auc_score, roc_curve, accuracy_score, balanced_accuracy_score, f1_score, recall_score, log_loss)
 
 from conftest import cli, assert_clean_error
-from pcam_nb.data import PCamDataError, pcam_h5_paths
+from pcam_nb.core import PCamError
+from pcam_nb.data import pcam_h5_paths
 from pcam_nb.evaluate import (roc_auc, _weighted_auc, auc_ci, classification_metrics, ece, fit_temperature,
-                              calibrated_probs, rotation_robustness, evaluate_run, compare_runs, D4_NAMES)
-from pcam_nb.loaders import d4
+                              calibrated_probs, rotation_robustness, evaluate_run, compare_runs)
+from pcam_nb.core import D4_NAMES
+from pcam_nb.core import d4
 
 
 @pytest.fixture(scope='module')
@@ -139,12 +141,12 @@ def test_evaluate_a_single_file_and_fresh_compare(run):
 def test_evaluate_bad_input(run, tmp_path):
     out, data = run
     assert_clean_error(cli('pcam_evaluate', tmp_path/'nope', out), '--compare')
-    with pytest.raises(PCamDataError, match='config.json'): evaluate_run(tmp_path/'nope')
-    with pytest.raises(PCamDataError, match='missing'): evaluate_run(out, data=tmp_path/'missing', progress=False)
-    with pytest.raises(PCamDataError, match='classes'): evaluate_run(out, data=class_folders(tmp_path), progress=False)
+    with pytest.raises(PCamError, match='config.json'): evaluate_run(tmp_path/'nope')
+    with pytest.raises(PCamError, match='missing'): evaluate_run(out, data=tmp_path/'missing', progress=False)
+    with pytest.raises(PCamError, match='classes'): evaluate_run(out, data=class_folders(tmp_path), progress=False)
     empty = tmp_path/'run-empty'; empty.mkdir()
     (empty/'config.json').write_text(json.dumps({'arch': 'simple_cnn', 'classes': ['a', 'b'], 'img_size': 96, 'data': str(data)}))
-    with pytest.raises(PCamDataError, match='model.pth'): evaluate_run(empty, progress=False)
+    with pytest.raises(PCamError, match='model.pth'): evaluate_run(empty, progress=False)
 
 
 def class_folders(root):

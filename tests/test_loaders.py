@@ -7,7 +7,8 @@ import fastai.callback.progress  # Learner.no_bar, used by tta
 from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import set_seed
 from pcam_nb.data import Patches, PCAM_CLASSES
-from pcam_nb.loaders import patch_dls, d4, RandomD4, PatchDL
+from pcam_nb.core import d4
+from pcam_nb.loaders import patch_dls, RandomD4, PatchDL
 from fastai.torch_core import TensorImage
 
 

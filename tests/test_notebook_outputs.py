@@ -8,7 +8,7 @@ import json, subprocess, sys
 import pytest
 from conftest import ROOT, sample
 
-NOTEBOOKS = ['00_data.ipynb', '02_synth.ipynb']
+NOTEBOOKS = ['01_data.ipynb', '03_synth.ipynb']
 
 
 @pytest.mark.parametrize('name', NOTEBOOKS)

@@ -85,7 +85,7 @@ def test_resume_after_kill(synth, tmp_path):
     # the run's time covers the epochs of the killed process too, not only the resumed one's
     assert m['seconds'] >= h.seconds.sum() - 0.5, (m['seconds'], h.seconds.sum())
     # the fastai export predicts on new, unlabelled patches (test_dl over an array; predict on one patch)
-    from pcam_nb.train import load_learner_trusted
+    from pcam_nb.runs import load_learner_trusted
     from pcam_nb.data import load_patches
     learn = load_learner_trusted(out)
     x = load_patches(synth, 'valid', progress=False).x[:3]
@@ -167,7 +167,7 @@ def test_no_aug_and_compile(synth, tmp_path):
     cfg = json.loads((out/'config.json').read_text())
     assert cfg['aug'] is False and cfg['compile'] is True
     assert json.loads((out/'metrics.json').read_text())['epochs'] == 1
-    from pcam_nb.train import load_model
+    from pcam_nb.runs import load_model
     assert load_model(out)(torch.zeros(1, 3, 96, 96)).shape == (1, 2)
 
 
@@ -186,7 +186,7 @@ def test_compile_flags_contradict(synth, tmp_path):
 def test_valid_split_with_one_class(tmp_path):
     "A valid split holding one class only would leave valid AUC undefined (no best epoch): a clear error up front."
     from pcam_nb.train import pcam_run
-    from pcam_nb.data import PCamDataError
+    from pcam_nb.core import PCamError
     (tmp_path/'images').mkdir()
     rows = []
     for i in range(24):
@@ -194,5 +194,5 @@ def test_valid_split_with_one_class(tmp_path):
         Image.fromarray(np.full((32, 32, 3), 8 * i, np.uint8)).save(tmp_path/'images'/f'p{i}.png')
         rows.append(dict(id=f'p{i}', label=label, split=split))
     pd.DataFrame(rows).to_csv(tmp_path/'labels.csv', index=False)
-    with pytest.raises(PCamDataError, match="valid split holds only class 'normal'"):
+    with pytest.raises(PCamError, match="valid split holds only class 'normal'"):
         pcam_run(tmp_path, 'simple_cnn', epochs=1, out=tmp_path/'run', bs=8, device='cpu', progress=False)
