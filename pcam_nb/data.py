@@ -17,17 +17,10 @@ from fastprogress.fastprogress import progress_bar
 from .core import PCamError, fail, pcam_cli, tmp_path
 
 # %% auto #0
-__all__ = ['PCAM_CLASSES', 'SPLITS', 'IMG_EXTS', 'SOURCES', 'PCamError', 'fail', 'Patches', 'check_patches', 'pcam_h5_paths',
-           'PCamH5Writer', 'write_pcam_h5', 'read_pcam_h5', 'read_image', 'read_images', 'holdout', 'read_csv_folder',
+__all__ = ['PCAM_CLASSES', 'SPLITS', 'IMG_EXTS', 'SOURCES', 'Patches', 'check_patches', 'pcam_h5_paths', 'PCamH5Writer',
+           'write_pcam_h5', 'read_pcam_h5', 'read_image', 'read_images', 'holdout', 'read_csv_folder',
            'read_class_folders', 'data_dir', 'register_source', 'source_kind', 'resolve_source', 'load_patches',
            'available_splits', 'same_source', 'convert', 'pcam_convert', 'pcam_info', 'load_speed']
-
-# %% ../nbs/01_data.ipynb #d2c68616
-class PCamError(ValueError):
-    "A problem with input data that the user can fix; the message names the file, the fault and the remedy."
-
-# %% ../nbs/01_data.ipynb #8716dc00
-def fail(path, what, todo): raise PCamError(f"{path}: {what}. {todo}")
 
 # %% ../nbs/01_data.ipynb #99d1c7ac
 PCAM_CLASSES = ['normal', 'tumour']

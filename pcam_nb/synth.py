@@ -521,7 +521,7 @@ def make_synthetic(dest=None,                         # output folder (default: 
                 w.write(s, x, y, meta)
     return dest
 
-# %% ../nbs/03_synth.ipynb #96b9b9bf
+# %% ../nbs/03_synth.ipynb #8b7c65d1
 def default_synthetic(**kwargs) -> Path:
     "Folder of the default synthetic PCam (`data_dir()/'synthetic'`, default sizes), generated on first use."
     return make_synthetic(data_dir()/'synthetic', **kwargs)

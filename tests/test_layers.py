@@ -77,3 +77,12 @@ def test_each_module_imports_alone():
     r = subprocess.run([sys.executable, '-c', ALONE, *sorted(MODULES)], capture_output=True, text=True, timeout=600)
     codes = dict(l.split() for l in r.stdout.splitlines())
     assert codes == {n: '0' for n in MODULES}, f"{codes}\n{r.stderr[-3000:]}"
+
+
+def test_core_names_are_defined_once():
+    "No module defines its own copy of a core name (a second `PCamError` would escape `pcam_cli`'s handler)."
+    core_all = set(__import__('pcam_nb.core', fromlist=['__all__']).__all__)
+    for name, py in MODULES.items():
+        if name == 'core': continue
+        defined = {n.name for n in ast.parse(py.read_text()).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        assert not defined & core_all, f"{name}.py redefines core names {sorted(defined & core_all)}"
