@@ -113,10 +113,10 @@ gpu-check: $(if $(wildcard $(BIN)/pcam_train),,venv)
 PY ?= $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 WHEEL_PINNED := fastai==2.8.7 fastcore==1.14.5 fastprogress==1.0.3 fastdownload==0.0.8 fasttransform==0.0.2 \
   plum-dispatch==2.10.1 beartype==0.23.1 escnn==1.0.11
-# pure-Python packages that fastai, plum-dispatch and joblib need and most Python installs have
+# pure-Python packages that pcam_nb (tabulate), fastai, plum-dispatch and joblib need and many Python installs have
 WHEEL_SUPPORT := joblib==1.6.0 cloudpickle==3.1.3 requests==2.34.2 urllib3==2.8.0 idna==3.20 certifi==2026.10.19.post1 \
   charset-normalizer==3.5.3 packaging==26.4 typing-extensions==4.16.0 rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2 \
-  pygments==2.21.0
+  pygments==2.21.0 tabulate==0.10.0
 LIB := pcam_nb
 wheelhouse: venv  # the wheel is built from a copy, so no build/ or egg-info is left in the checkout
 	rm -rf wheelhouse && mkdir -p wheelhouse

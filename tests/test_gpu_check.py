@@ -22,14 +22,16 @@ def test_smoke_run_writes_one_results_folder(tmp_path):
         assert (out/f).stat().st_size > 0, f
     md = (out/'summary.md').read_text()
     for s in ['# pcam_nb GPU check: CPU smoke run', '**CPU smoke run:', 'not GPU figures', "Hardware (from the training run's",
-              'x86_64 (cpu), torch ', 'Command: `python benchmarks/gpu_check.py --smoke', '## Training and evaluation',
+              'Command: `python benchmarks/gpu_check.py --smoke', '## Training and evaluation',
               '| measure | CPU smoke value |', '| epochs | 1 of 1 planned |', '| valid AUC, 95% CI (64 patches) |',
               '| valid AUC with D4 TTA, 95% CI |', '| valid ECE', '## Bench (pcam_bench)', '| simple_cnn |', 'D4-TTA inference (8 views)',
               '## Steps and time budget', '| train | done |', '| bench | done |', '## Files']:
         assert s in md, s
     assert 'cuda' not in md and 'no test split' in md
     res = json.loads((out/'gpu_check.json').read_text())
-    assert res['smoke'] and res['train']['env']['device'] == 'cpu' and res['bench']['env']['device'] == 'cpu'
+    env = res['train']['env']
+    assert res['smoke'] and env['device'] == 'cpu' and res['bench']['env']['device'] == 'cpu'
+    assert f"{env['device_name']} (cpu), torch {env['torch']}, " in md                        # the run's own record
     assert [s['status'] for s in res['steps']] == ['done'] * 4 and res['wall_s'] <= res['budget_s']
     assert 0 <= res['eval']['valid']['auc'] <= 1 and res['train']['img_per_s'] > 0
     assert not list(out.rglob('.*.tmp'))                                                  # written atomically
