@@ -1,4 +1,4 @@
-"Shared helpers for the end-to-end tests: run console scripts as a user would, find the real sample data."
+"Common functions for the end-to-end tests: run console scripts as a user would, find the real sample data."
 import os, subprocess, sys
 from pathlib import Path
 import pytest
