@@ -1,18 +1,23 @@
-# pcam_nb: the two commands a fresh machine needs are `make train` and `make test`.
+# pcam_nb: the two commands a fresh clone needs are `make train` and `make test`.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Real sample data (read-only, never copied here); real-data cells and tests run only when it exists.
+# Real sample data sets (read-only, never copied into the repository): the one place the Makefile reads their
+# location; tests/conftest.py is the one place the tests do. Real-data cells and tests run only when they exist.
 PCAM_SAMPLE ?= $(abspath ../shared/data/pcam-sample)
-export PCAM_SAMPLE
+GLAS_SAMPLE ?= $(abspath ../shared/data/glas-sample)
+BCSS_SAMPLE ?= $(abspath ../shared/data/bcss-sample)
+CHEST_XRAY_SAMPLE ?= $(abspath ../shared/data/chest-xray-sample)
+WSI_SAMPLE ?= $(abspath ../shared/data/wsi-sample)
+export PCAM_SAMPLE GLAS_SAMPLE BCSS_SAMPLE CHEST_XRAY_SAMPLE WSI_SAMPLE
 REALDATA := $(if $(wildcard $(PCAM_SAMPLE)/labels.csv),realdata,)
 QUIET_PIP := grep -v '^WARNING: Location' || true
 CPU_EPOCHS ?= 3
 CPU_LIMIT ?= 4096
 
-.PHONY: venv train test nbtest pytest lab docs readme export clean bench-load bench help
+.PHONY: venv train test nbtest pytest lab docs readme export clean bench-load bench gpu-check wheelhouse help
 
 help:
 	@echo "make train  - set up .venv and run the main job (CPU: synthetic demo; GPU: full recipe)"
@@ -21,10 +26,15 @@ help:
 	@echo "make docs   - build the docs site with nbdev_docs (needs the Quarto binary)"
 	@echo "make export - notebooks -> pcam_nb/ (nbdev_export), then nbdev_clean and README.md"
 	@echo "make bench  - on a CUDA GPU: pcam_bench (ceiling vs pipeline vs per-item, epoch, load, TTA) -> benchmarks/bench.md"
+	@echo "make gpu-check [DATA=dir] - on one CUDA GPU, under 8 minutes: train vgg16_bn, evaluate (TTA), bench"
+	@echo "                 -> results/gpu-check-<time>/summary.md (DATA: PCam HDF5; default: PCAM_SAMPLE converted once)"
+	@echo "make gpu-check SMOKE=1    - the same check on a CPU with tiny data (mechanics only, no GPU figures)"
+	@echo "make wheelhouse [PY=3.12] - wheels of pcam_nb and its pure-Python dependencies for an offline install"
 
 venv: $(BIN)/.installed
 
-# torch/torchvision: the verified versions (../shared/notes/stack.md); pip takes them from local disk where it can.
+# torch/torchvision: the pinned, verified versions (the upper bounds in settings.ini); pip takes them from local disk
+# where it can.
 # escnn (the equivariant models) with --no-deps: its declared dependencies py3nj (needs gfortran) and lie_learn (numpy 1.x
 # only) serve its 3D groups, which pcam_nb does not use; why and how: nbs/06_equivariant.ipynb.
 ESCNN := escnn==1.0.11
@@ -83,6 +93,43 @@ bench-load: venv
 # Throughput on a CUDA GPU (ceiling vs fastai pipeline vs per-item pipeline, epoch, load, TTA): benchmarks/bench.md
 bench: venv
 	PY=$(BIN)/python bash benchmarks/bench_gpu.sh
+
+# One command on a GPU machine: train the default vgg16_bn recipe, evaluate it (bootstrap CIs, D4 TTA, calibration)
+# and run pcam_bench, within 8 minutes, into one results folder (benchmarks/gpu_check.py says how).
+# DATA: a PCam HDF5 folder; by default the real sample, converted to data/pcam-sample-h5 on the first run.
+# SMOKE=1: the same script on a CPU with tiny synthetic data. GPU_CHECK_ARGS: more options (--out DIR, --epochs N).
+# Where pcam_nb is already installed (an offline node, VENV=/path/to/env), nothing is installed first.
+DATA ?= data/pcam-sample-h5
+GPU_CHECK_ARGS ?=
+gpu-check: $(if $(wildcard $(BIN)/pcam_train),,venv)
+	$(BIN)/python benchmarks/gpu_check.py $(if $(filter 1,$(SMOKE)),--smoke,--data $(DATA) \
+	  $(if $(filter data/pcam-sample-h5,$(DATA)),--convert-from $(PCAM_SAMPLE))) $(GPU_CHECK_ARGS)
+
+# Offline install (a GPU node without network): wheels for Python $(PY) of pcam_nb and of its pure-Python
+# dependencies, in wheelhouse/. The node must already have the compiled stack: torch, torchvision, numpy, h5py, pandas,
+# scipy, scikit-learn, matplotlib, pillow and PyYAML (fastai imports it). fastai declares spacy (for its text models,
+# which pcam_nb does not use): it is left out, so the wheels are installed with --no-deps, by the names in
+# wheelhouse/requirements.txt (the pinned fastai stack at exact versions; the rest only when missing).
+PY ?= $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+WHEEL_PINNED := fastai==2.8.7 fastcore==1.14.5 fastprogress==1.0.3 fastdownload==0.0.8 fasttransform==0.0.2 \
+  plum-dispatch==2.10.1 beartype==0.23.1 escnn==1.0.11
+# pure-Python packages that pcam_nb (tabulate), fastai, plum-dispatch and joblib need and many Python installs have
+WHEEL_SUPPORT := joblib==1.6.0 cloudpickle==3.1.3 requests==2.34.2 urllib3==2.8.0 idna==3.20 certifi==2026.10.19.post1 \
+  charset-normalizer==3.5.3 packaging==26.4 typing-extensions==4.16.0 rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2 \
+  pygments==2.21.0 tabulate==0.10.0
+LIB := pcam_nb
+wheelhouse: venv  # the wheel is built from a copy, so no build/ or egg-info is left in the checkout
+	rm -rf wheelhouse && mkdir -p wheelhouse
+	tmp=$$(mktemp -d) && cp -r setup.py settings.ini README.md $(LIB) "$$tmp" && \
+	  { $(BIN)/python -m pip wheel -q --no-deps -w wheelhouse "$$tmp" 2>&1 | $(QUIET_PIP); }; rm -rf "$$tmp"
+	$(BIN)/python -m pip download -q --only-binary=:all: --python-version $(PY) --implementation py --platform any \
+	  --no-deps -d wheelhouse $(WHEEL_PINNED) $(WHEEL_SUPPORT) 2>&1 | $(QUIET_PIP)
+	{ echo "pcam_nb==$$(sed -n 's/^version *= *//p' settings.ini)"; printf '%s\n' $(WHEEL_PINNED); \
+	  printf '%s\n' $(WHEEL_SUPPORT) | sed 's/==.*//'; } > wheelhouse/requirements.txt
+	@n=$$(ls wheelhouse/*.whl | wc -l); want=$$(( $(words $(WHEEL_PINNED) $(WHEEL_SUPPORT)) + 1 )); \
+	  test $$n -eq $$want || { echo "wheelhouse: $$n wheels, expected $$want (one per package)"; exit 1; }; \
+	  echo "wheelhouse/: $$n wheels for Python $(PY), $$(du -sh wheelhouse | cut -f1); install offline with:"; \
+	  echo "  pip install --no-index --find-links wheelhouse --no-deps -r wheelhouse/requirements.txt"
 
 clean:
 	rm -rf _docs _proc .pytest_cache

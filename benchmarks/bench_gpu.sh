@@ -7,9 +7,10 @@
 #     bash benchmarks/bench_gpu.sh        (or: make bench)
 # Generates data/bench once (pcam_synth's generator; a few minutes on 16 cores, 8 GB on disk), then writes
 # benchmarks/bench.json, benchmarks/bench.md and runs/bench-profile/ (torch.profiler profile of one vgg16_bn epoch: phases, top ops, trace).
-# PY=/path/to/python picks another interpreter (one where pcam_nb and fastai import); on the project's lent GPU
-# machine: `source benchmarks/gpu/setup.sh || exit 1; bash benchmarks/bench_gpu.sh`.
-# With a 10-minute limit per command, generate the data in a first command: `bash benchmarks/bench_gpu.sh --data-only`.
+# PY=/path/to/python picks another interpreter (one where pcam_nb and fastai import).
+# To generate the data on its own first (then the measurement alone takes about 5 minutes):
+#     bash benchmarks/bench_gpu.sh --data-only
+# A shorter check of the whole toolkit on a GPU (train, evaluate, bench in 8 minutes): make gpu-check.
 # Other arguments go to pcam_bench (e.g. --archs resnet18, --steps 100, --no-compile).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}

@@ -21,8 +21,8 @@ Resumable: a run with a record is read back, not retrained (a run folder with me
 without retraining; an unfinished one is restarted). `--budget-min M` starts no new run once M minutes have passed;
 `--deadline T` (Unix time) starts a run only when it is expected to end before T (expected: the longest recorded wall
 time of the same family and phase, else of the same family's search runs scaled by epochs, else any run's x 1.5).
-Run the command again to go on. The records are all it needs to go on, so on a machine that does
-not keep its disk between calls, copy results/equivariance* back into the working tree after each call.
+Run the command again to go on. The records are all it needs to go on, so to go on elsewhere (another machine, a
+fresh checkout), copy results/equivariance* there first.
 The valid split both selects the configuration and reports the final figures (there is no third split in the sample),
 so the reported AUCs of the winners are optimistic by the selection; the final runs use fresh seeds.
 """
@@ -34,7 +34,6 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 
-from pcam_nb.data import sample_dir
 from pcam_nb.models import create_model, n_params
 from pcam_nb.equivariant import arch_name, ensure_arch
 from pcam_nb.core import environment, write_json, write_text, save_figure
@@ -201,7 +200,8 @@ def main(argv=None):
         a.runs = a.runs if a.runs != str(ROOT/'runs'/'equivariance') else str(ROOT/'runs'/'equivariance-smoke')
         a.results = a.results if a.results != str(ROOT/'results'/'equivariance') else str(ROOT/'results'/'equivariance_smoke')
         widths = SMOKE_WIDTHS
-    a.data = a.data or str(sample_dir())
+    a.data = a.data or os.environ.get('PCAM_SAMPLE')
+    if not a.data: ap.error("no data: give --data (a PCam HDF5 folder, e.g. the sample converted by pcam_convert) or set PCAM_SAMPLE")
     fams = [f.strip() for f in a.families.split(',') if f.strip()]
     bad = [f for f in fams if f not in FAMILIES]
     if bad: ap.error(f"unknown families {bad}: choose from {', '.join(FAMILIES)}")

@@ -2,21 +2,25 @@
 # GPU measurement for the training chapter: the default recipe of vgg16_bn, resnet18 and the baseline CNN,
 # from scratch, on the real PCam sample (20,000 train / 3,000 valid). Run on a CUDA machine from the repo root:
 #     PCAM_SAMPLE=/path/to/pcam-sample bash benchmarks/train_sample.sh
+# (PCAM_SAMPLE: the sample's folder; not needed once H5, default data/pcam-sample-h5, holds its HDF5 conversion.)
 # Writes runs/sample-<arch>/ and benchmarks/train_sample.md (per-epoch history and a summary table), then evaluates
 # each run on the valid split with and without D4 TTA (pcam_evaluate --tta) into benchmarks/eval_sample.md.
-# Both summaries are rewritten after every architecture, over every finished run, so a stopped call keeps its work.
+# Both summaries are rewritten after every architecture, over every finished run, so a stopped run of this script
+# keeps what it finished.
 # Goes on where it stopped: a run that was trained and evaluated is kept, a trained one is evaluated, a killed one
 # continues from its last checkpoint (pcam_train --resume), anything else starts again.
 # ARCHS="vgg16_bn" picks architectures; TRAIN_ARGS adds pcam_train options (for a smoke run only: the figures are
 # the default recipe's); ALLOW_CPU=1 lets it run without CUDA (a smoke run: those are not GPU figures).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}; BIN=$(dirname "$PY")
-SAMPLE=${PCAM_SAMPLE:-../shared/data/pcam-sample}
 H5=${H5:-data/pcam-sample-h5}
-ARCHS=${ARCHS:-vgg16_bn resnet18 simple_cnn}   # e.g. ARCHS=vgg16_bn for one architecture per call
+ARCHS=${ARCHS:-vgg16_bn resnet18 simple_cnn}   # e.g. ARCHS=vgg16_bn for one architecture
 TRAIN_ARGS=${TRAIN_ARGS:-}
 export ARCHS TRAIN_ARGS
-[ -f "$H5/camelyonpatch_level_2_split_train_x.h5" ] || "$BIN/pcam_convert" "$SAMPLE" "$H5" --no-progress
+if [ ! -f "$H5/camelyonpatch_level_2_split_train_x.h5" ]; then
+  [ -n "${PCAM_SAMPLE:-}" ] || { echo "train_sample.sh: $H5 holds no PCam HDF5 files and PCAM_SAMPLE is not set: set PCAM_SAMPLE to the real sample's folder (or H5 to a converted copy)" >&2; exit 2; }
+  "$BIN/pcam_convert" "$PCAM_SAMPLE" "$H5" --no-progress
+fi
 [ "${ALLOW_CPU:-0}" = 1 ] ||
   "$PY" -c "import sys, torch; torch.cuda.is_available() or sys.exit('no CUDA GPU: these figures must be measured on a GPU (ALLOW_CPU=1 for a smoke run)')"
 

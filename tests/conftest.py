@@ -1,4 +1,4 @@
-"Shared helpers for the end-to-end tests: run console scripts as a user would, find the real sample data."
+"Common functions for the end-to-end tests: run console scripts as a user would, find the real sample data."
 import os, subprocess, sys
 from pathlib import Path
 import pytest
@@ -6,12 +6,22 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
+# The real sample data sets: name -> (environment variable that points to its folder, a file or folder it must hold).
+# The only place the tests look for them; the default is ../shared/data/<name> beside the repository.
+SAMPLES = {'pcam-sample': ('PCAM_SAMPLE', 'labels.csv'),
+           'chest-xray-sample': ('CHEST_XRAY_SAMPLE', 'labels.csv'),
+           'glas-sample': ('GLAS_SAMPLE', 'masks'),
+           'bcss-sample': ('BCSS_SAMPLE', 'masks'),
+           'wsi-sample': ('WSI_SAMPLE', 'cmu-1-small-region.svs')}
 
-def sample(name='pcam-sample', env='PCAM_SAMPLE'):
-    "The real sample folder, or skip the test with the reason."
+
+def sample(name='pcam-sample'):
+    "The folder of real sample `name` (from its environment variable, else the default), or skip the test with the reason."
+    if name not in SAMPLES: raise KeyError(f"unknown sample {name!r}: one of {', '.join(SAMPLES)}")
+    env, marker = SAMPLES[name]
     p = Path(os.environ.get(env) or ROOT.parent/'shared'/'data'/name)
-    if not (p/'labels.csv').exists():
-        pytest.skip(f"real sample {name} not found at {p} (set {env} to its folder)")
+    if not (p/marker).exists():
+        pytest.skip(f"real sample {name} not found at {p} (no {marker} there): set {env} to its folder")
     return p
 
 

@@ -56,7 +56,7 @@ def test_convert_class_folders(class_folders, tmp_path):
 
 
 def test_convert_progress_bars_can_be_switched_off(tmp_path):
-    "Scripts and logs (the GPU kit's setup) convert without progress bars; by default a folder of >= 1,000 shows one."
+    "Scripts and logs convert without progress bars; by default a folder of >= 1,000 shows one."
     rng = np.random.default_rng(0)
     for i in range(1000):
         d = tmp_path/'src'/'train'/('ab'[i % 2]); d.mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,7 @@ def test_convert_real_sample(tmp_path):
 
 def test_chest_xray_sample():
     "Greyscale 300x300 chest X-rays with string labels load, resized, through the same entry point."
-    p = load_patches(sample('chest-xray-sample', 'CXR_SAMPLE'), 'train', size=64, progress=False)
+    p = load_patches(sample('chest-xray-sample'), 'train', size=64, progress=False)
     assert p.classes == ['normal', 'pneumonia'] and p.x.shape[1:] == (64, 64, 3) and len(p) == 624 - 125
 
 

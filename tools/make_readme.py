@@ -1,4 +1,4 @@
-"""Write README.md from nbs/index.ipynb without Quarto (which these machines cannot install).
+"""Write README.md from nbs/index.ipynb without Quarto (a separate binary that pip cannot install).
 
 `nbdev_readme` renders the same notebook through Quarto; where Quarto exists, either gives the README.
 Hidden cells (`#| hide`) are left out, directives are stripped, image links are made relative to the
