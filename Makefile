@@ -17,14 +17,15 @@ QUIET_PIP := grep -v '^WARNING: Location' || true
 CPU_EPOCHS ?= 3
 CPU_LIMIT ?= 4096
 
-.PHONY: venv train test nbtest pytest lab docs readme export clean bench-load bench gpu-check wheelhouse help
+.PHONY: venv train test nbtest pytest lab quarto docs preview docs-test readme export clean bench-load bench gpu-check wheelhouse help
 
 help:
 	@echo "make train  - set up .venv and run the main job (CPU: synthetic demo; GPU: full recipe)"
-	@echo "make test   - set up .venv if needed and run every notebook (nbdev_test) and tests/ (pytest)"
+	@echo "make test   - set up .venv if needed, run every notebook (nbdev_test), build the docs and run tests/ (pytest)"
 	@echo "make lab    - JupyterLab on nbs/ with pcam_nb importable"
-	@echo "make docs   - build the docs site with nbdev_docs (needs the Quarto binary)"
-	@echo "make export - notebooks -> pcam_nb/ (nbdev_export), then nbdev_clean and README.md"
+	@echo "make docs   - build the docs site into _docs/ with nbdev_docs (needs Quarto: quarto.org)"
+	@echo "make preview - nbdev_preview: the docs site, live, in a browser"
+	@echo "make export - notebooks -> pcam_nb/ (nbdev_export), then nbdev_clean and README.md (nbdev_readme)"
 	@echo "make bench  - on a CUDA GPU: pcam_bench (ceiling vs pipeline vs per-item, epoch, load, TTA) -> benchmarks/bench.md"
 	@echo "make gpu-check [DATA=dir] - on one CUDA GPU, under 8 minutes: train vgg16_bn, evaluate (TTA), bench"
 	@echo "                 -> results/gpu-check-<time>/summary.md (DATA: PCam HDF5; default: PCAM_SAMPLE converted once)"
@@ -62,7 +63,7 @@ train: venv
 	  $(BIN)/pcam_evaluate runs/cpu-demo-$(STAMP) --split test --no-plots --no-progress --n-boot 200; \
 	fi
 
-test: nbtest pytest
+test: nbtest docs-test pytest
 
 nbtest: venv
 	$(BIN)/nbdev_test --n_workers 2 --flags "$(REALDATA)" --timing
@@ -73,19 +74,37 @@ pytest: venv
 lab: venv
 	$(BIN)/jupyter lab --notebook-dir=nbs
 
-docs: venv
-	@command -v quarto >/dev/null || { echo "make docs: the Quarto binary is not installed, and nbdev_docs needs it."; \
-	  echo "Install it from https://quarto.org/docs/get-started/ (a .deb/.tar.gz; not on PyPI, Debian or npm), then run make docs again."; \
-	  echo "The processed notebooks alone: $(BIN)/nbdev_proc_nbs"; exit 1; }
-	$(BIN)/nbdev_docs
+# Quarto, which nbdev_docs and nbdev_readme run: the one on PATH, else .venv/bin/quarto, installed once from an offline
+# kit (QUARTO_KIT: a folder with install.sh, e.g. ../shared/tools/quarto) when one is there.
+QUARTO_KIT ?= $(if $(wildcard ../shared/tools/quarto/install.sh),$(abspath ../shared/tools/quarto),)
+QUARTO_HELP := nbdev_docs needs Quarto: install it from https://quarto.org/docs/get-started/ (or set QUARTO_KIT to an offline Quarto kit) and run make again
+WITH_QUARTO := PATH="$$PATH:$(abspath $(BIN))"
 
-readme: venv
-	$(BIN)/python tools/make_readme.py
+quarto: venv
+	@command -v quarto >/dev/null || test -x $(BIN)/quarto || \
+	  { test -n "$(QUARTO_KIT)" || { echo "$(QUARTO_HELP)" >&2; exit 1; }; \
+	    bash "$(QUARTO_KIT)/install.sh" "$(abspath $(VENV))/quarto" && ln -sfn ../quarto/bin/quarto $(BIN)/quarto; }
+
+# The site (_docs/) from the notebooks' saved outputs: nbdev runs only their exported and import cells (for the API
+# reference; tools/docs_cells.py keeps it so). README.md is rewritten too when index.ipynb is newer.
+docs: quarto
+	$(WITH_QUARTO) $(BIN)/nbdev_docs
+
+preview: quarto
+	$(WITH_QUARTO) $(BIN)/nbdev_preview
+
+# In `make test`: build the site for tests/test_docs.py when Quarto is there or installable, else say why not.
+docs-test: venv
+	@if command -v quarto >/dev/null || test -x $(BIN)/quarto || test -n "$(QUARTO_KIT)"; then $(MAKE) --no-print-directory -o $(BIN)/.installed docs; \
+	else echo "docs-test: skipped, $(QUARTO_HELP)"; fi
+
+readme: quarto
+	$(WITH_QUARTO) $(BIN)/nbdev_readme
 
 export: venv
 	$(BIN)/nbdev_export
 	$(BIN)/nbdev_clean
-	$(BIN)/python tools/make_readme.py
+	$(MAKE) --no-print-directory -o $(BIN)/.installed readme
 
 bench-load: venv
 	$(BIN)/python benchmarks/load_speed.py

@@ -1,5 +1,5 @@
 "Common functions for the end-to-end tests: run console scripts as a user would, find the real sample data."
-import os, subprocess, sys
+import os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -23,6 +23,16 @@ def sample(name='pcam-sample'):
     if not (p/marker).exists():
         pytest.skip(f"real sample {name} not found at {p} (no {marker} there): set {env} to its folder")
     return p
+
+
+def quarto_env(timeout=600):
+    "Environment with Quarto on PATH (`make quarto`: PATH, else .venv/bin/quarto, else the offline kit), or skip."
+    if not shutil.which('make'): pytest.skip('make not found (it finds or installs Quarto: make quarto)')
+    r = subprocess.run(['make', '--no-print-directory', f'VENV={BIN.parent}', '-o', str(BIN/'.installed'), 'quarto'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if r.returncode:
+        pytest.skip(f"no Quarto: {((r.stderr or r.stdout).strip().splitlines() or ['make quarto failed'])[-1]}")
+    return {**os.environ, 'PATH': f"{os.environ.get('PATH', '')}{os.pathsep}{BIN}"}
 
 
 def cli(*args, cwd=None, timeout=300, env=None):
