@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #914153bc
 from __future__ import annotations
-import os, re, io, sys, json, time, mmap, shutil, tempfile, threading, contextlib
+import os, re, io, sys, json, time, mmap, signal, shutil, tempfile, threading, contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +28,10 @@ def _disp(o) -> str:
     s = str(o)
     try: return os.fsencode(s).decode('utf-8', 'backslashreplace')
     except UnicodeError: return s.encode('utf-8', 'backslashreplace').decode('utf-8')
+
+def _short(e) -> str:
+    "The text of exception `e` on one line, at most 200 characters (library messages can span lines)."
+    return ' '.join(str(e).split())[:200]
 
 def _note(msg:str):
     "A one-line note on stderr about something handled that the user should know."
@@ -136,6 +140,23 @@ def _clean_stale_tmps(path:Path):
         except ProcessLookupError: t.unlink(missing_ok=True)
         except PermissionError: pass   # another user's live process
 
+_INTERRUPTED = threading.Event()   # set by Ctrl-C while `_interrupt_guard` is on
+
+@contextlib.contextmanager
+def _interrupt_guard():
+    "Remember Ctrl-C (SIGINT) even where Python loses its KeyboardInterrupt, so that writers never finish after one."
+    _INTERRUPTED.clear()
+    guard = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if guard:
+        def _on_int(sig, frame): _INTERRUPTED.set(); raise KeyboardInterrupt
+        signal.signal(signal.SIGINT, _on_int)
+    try: yield
+    finally:
+        if guard: signal.signal(signal.SIGINT, signal.default_int_handler)
+
+def _check_interrupt():
+    if _INTERRUPTED.is_set(): raise KeyboardInterrupt
+
 class PCamH5Writer:
     "Write one split of `n` patches in the official PCam HDF5 layout; files appear under their names only on success."
     def __init__(self, root, split:str, n:int, size:int=96, channels:int=3, classes=PCAM_CLASSES,
@@ -165,6 +186,7 @@ class PCamH5Writer:
 
     def write(self, start:int, x, y, meta:pd.DataFrame|None=None):
         "Write rows `start:start+len(x)`."
+        _check_interrupt()
         x, y = np.asarray(x), np.asarray(y)
         if x.dtype != np.uint8 or x.shape[1:] != self.x.shape[1:]:
             raise PCamError(f"{_disp(self.paths[0])}: block of shape {x.shape} {x.dtype} does not fit {self.x.shape[1:]} uint8")
@@ -181,7 +203,8 @@ class PCamH5Writer:
             try:
                 if f: f.close()
             except OSError as e: err = err or e
-        ok = typ is None and err is None and self.written == self.n
+        stop = typ is None and _INTERRUPTED.is_set()   # a Ctrl-C that Python lost in a callback of h5py's objects
+        ok = typ is None and err is None and self.written == self.n and not stop
         try:
             if ok and self.metas:
                 meta = pd.concat([m for _, m in sorted(self.metas, key=lambda o: o[0])], ignore_index=True)
@@ -198,6 +221,7 @@ class PCamH5Writer:
         if err is not None:
             raise PCamError(f"{_disp(self.root)}: writing the {self.split} split failed ({_os_reason(err)}); "
                             "nothing was saved under the official names. Free some space, or pick a folder you can write to") from None
+        if stop: raise KeyboardInterrupt
         if typ is None and not ok:
             raise PCamError(f"{_disp(self.paths[0])}: only {self.written} of {self.n} patches were written; nothing was saved")
 
@@ -227,9 +251,11 @@ def _open_h5(path:Path, key:str):
                  f"Decompress it (`gunzip -k {_disp(gz)}`), or fetch the split again with `pcam_download`, which decompresses")
         fail(_disp(path), "file not found", "Download PCam with `pcam_download`, convert your data with `pcam_convert`, "
               "or generate data with `pcam_synth`")
+    if path.is_dir(): fail(_disp(path), "is a folder, not an HDF5 file", "Move it away and put the PCam file there")
     try: f = h5py.File(path, 'r')
     except OSError as e:
-        fail(_disp(path), f"not a readable HDF5 file ({str(e).split('(')[-1].rstrip(')')})",
+        m = re.search(r"error message = '([^']+)'", str(e))
+        fail(_disp(path), f"not a readable HDF5 file ({m.group(1) if m else _short(str(e).split('(')[-1].rstrip(')'))})",
               "The file is truncated or corrupt: download or convert it again")
     if f.get(key, getclass=True) is not h5py.Dataset:
         keys = list(f.keys()); f.close()
@@ -317,7 +343,7 @@ def _read_chunked(ds, path, progress):
         for s in _bar(starts, progress):
             e = min(s + rows, ds.shape[0])
             ds.read_direct(out, np.s_[s:e], np.s_[s:e])
-    except OSError as e: fail(path, f"unreadable data ({e})", "The file is corrupt: download or convert it again")
+    except OSError as e: fail(_disp(path), f"unreadable data ({_short(e)})", "The file is corrupt: download or convert it again")
     return out
 
 # %% ../nbs/01_data.ipynb #4087e902
@@ -329,7 +355,7 @@ def _read_ds(ds, path, mode, progress):
     if ds.chunks is None: return ds[()]   # contiguous but never written: HDF5's fill value
     return _read_chunked(ds, path, progress)
 
-# %% ../nbs/01_data.ipynb #60dd14d9
+# %% ../nbs/01_data.ipynb #9fac13df
 _LABELS_TODO = "Store the labels as whole numbers 0..C-1 (PCam: uint8), or convert the data with `pcam_convert`"
 
 def _read_labels(dy, path) -> np.ndarray:
@@ -365,7 +391,7 @@ def _h5_classes(dy, y, path) -> list:
     if len(bad): fail(_disp(path), f"labels {_values(bad)} are outside {where}", _LABELS_TODO)
     return names
 
-# %% ../nbs/01_data.ipynb #b845acc3
+# %% ../nbs/01_data.ipynb #53b3397d
 def _read_table(path:Path, dtype=None) -> pd.DataFrame:
     "CSV file `path` as a DataFrame (any line endings), or a clear error: unreadable, binary, not UTF-8, empty, not a table."
     try: raw = Path(path).read_bytes()
@@ -460,7 +486,7 @@ def read_image(path, size:int|None=None, max_pixels:int|None=None):
         _too_big(path, int(m.group(1)) if m else 0, limit)
     except MemoryError: fail(_disp(path), "too large to decode in the memory available", "Resize the image, or free memory")
     except Exception as e:  # a corrupt file can raise nearly anything from inside a Pillow plugin
-        fail(_disp(path), f"unreadable image ({type(e).__name__}: {e})", "Replace or remove this file")
+        fail(_disp(path), f"unreadable image ({type(e).__name__}: {_short(e)})", "Replace or remove this file")
 
 # %% ../nbs/01_data.ipynb #40f574f5
 def read_images(paths, size:int|None=None, progress:bool=True, n_workers:int|None=None, max_pixels:int|None=None) -> np.ndarray:
@@ -481,12 +507,12 @@ def read_images(paths, size:int|None=None, progress:bool=True, n_workers:int|Non
         out[i] = a
     ex = ThreadPoolExecutor(n_workers)   # PIL releases the GIL while decoding
     try:
-        for _ in _bar(ex.map(_one, range(len(paths))), progress, len(paths), 1000): pass
+        for _ in _bar(ex.map(_one, range(len(paths))), progress, len(paths), 1000): _check_interrupt()
     except BaseException: ex.shutdown(cancel_futures=True); raise   # Ctrl-C or a bad file: stop at once
     finally: ex.shutdown()
     return out
 
-# %% ../nbs/01_data.ipynb #630fd086
+# %% ../nbs/01_data.ipynb #02435f10
 POSITIVE_NAMES = ('tumour', 'tumor', 'tumours', 'tumors', 'metastasis', 'metastases', 'metastatic', 'malignant',
                   'malignancy', 'positive', 'pos', 'cancer', 'cancerous', 'carcinoma', 'lesion', 'abnormal', 'disease',
                   'pneumonia', 'yes', 'true', '1')
@@ -851,10 +877,11 @@ def convert(source, dest, splits=None, size:int|None=None, compression:str|None=
                      "Pass --overwrite (overwrite=True) to replace it, or pick another folder")
     _writable_dir(dest)
     out = {}
-    for s in splits:
-        p = load_patches(src, s, size, progress=progress, max_pixels=max_pixels)
-        write_pcam_h5(p, dest, s, compression, progress=progress)
-        out[s] = len(p)
+    with _interrupt_guard():
+        for s in splits:
+            p = load_patches(src, s, size, progress=progress, max_pixels=max_pixels)
+            write_pcam_h5(p, dest, s, compression, progress=progress)
+            out[s] = len(p)
     return out
 
 # %% ../nbs/01_data.ipynb #2b0df438
@@ -884,7 +911,9 @@ def pcam_info(source:str,  # any data source
     src = resolve_source(source)
     kind = source_kind(src)
     print(f"{_disp(source)} ({kind})")
-    if kind == 'hdf5' and Path(src).is_file(): want = [_file_split(src)] if _file_split(src) else want  # a file holds one split
+    if kind == 'hdf5' and Path(src).is_file():  # a file holds one split
+        if not _file_split(src): fail(_disp(src), "is not an official PCam file name", "Pass the folder holding camelyonpatch_level_2_split_*.h5")
+        want = [_file_split(src)]
     state = h5_splits(src) if kind == 'hdf5' and Path(src).is_dir() else {}
     have, first = available_splits(src), None
     for s in want:
