@@ -355,7 +355,7 @@ def _read_ds(ds, path, mode, progress):
     if ds.chunks is None: return ds[()]   # contiguous but never written: HDF5's fill value
     return _read_chunked(ds, path, progress)
 
-# %% ../nbs/01_data.ipynb #9fac13df
+# %% ../nbs/01_data.ipynb #87d09b4a
 _LABELS_TODO = "Store the labels as whole numbers 0..C-1 (PCam: uint8), or convert the data with `pcam_convert`"
 
 def _read_labels(dy, path) -> np.ndarray:
@@ -391,7 +391,7 @@ def _h5_classes(dy, y, path) -> list:
     if len(bad): fail(_disp(path), f"labels {_values(bad)} are outside {where}", _LABELS_TODO)
     return names
 
-# %% ../nbs/01_data.ipynb #53b3397d
+# %% ../nbs/01_data.ipynb #c49f1d44
 def _read_table(path:Path, dtype=None) -> pd.DataFrame:
     "CSV file `path` as a DataFrame (any line endings), or a clear error: unreadable, binary, not UTF-8, empty, not a table."
     try: raw = Path(path).read_bytes()
@@ -512,7 +512,7 @@ def read_images(paths, size:int|None=None, progress:bool=True, n_workers:int|Non
     finally: ex.shutdown()
     return out
 
-# %% ../nbs/01_data.ipynb #02435f10
+# %% ../nbs/01_data.ipynb #9bebd8dc
 POSITIVE_NAMES = ('tumour', 'tumor', 'tumours', 'tumors', 'metastasis', 'metastases', 'metastatic', 'malignant',
                   'malignancy', 'positive', 'pos', 'cancer', 'cancerous', 'carcinoma', 'lesion', 'abnormal', 'disease',
                   'pneumonia', 'yes', 'true', '1')
@@ -799,7 +799,7 @@ def h5_splits(root) -> dict:
         if all(here): out[s] = 'complete'
         elif not any(here) and not any(gz): out[s] = 'absent'
         else:
-            todo = [f"{p.name} is only compressed: `gunzip -k {_disp(p)}.gz`" if z else f"{p.name} is missing: fetch it with `pcam_download --splits {s}`"
+            todo = [f"{p.name} is only compressed: `gunzip -k {_disp(p)}.gz`" if z else f"{p.name} is missing: fetch it with `pcam_download --splits {s} --dest {_disp(root)}`"
                     for p, h, z in zip(xy, here, gz) if not h]
             out[s] = 'incomplete: ' + '; '.join(todo)
     return out

@@ -235,7 +235,7 @@ def test_info_reports_incomplete_splits(tmp_path):
     for f in pcam_h5_paths(tmp_path, 'train')[:2]: f.rename(f.with_name(f.name + '.gz'))   # not yet decompressed
     r = cli('pcam_info', tmp_path)
     assert r.returncode == 0 and 'valid:       4' in r.stdout, r.stdout + r.stderr
-    assert 'test : incomplete: camelyonpatch_level_2_split_test_y.h5 is missing: fetch it with `pcam_download --splits test`' in r.stdout
+    assert 'test : incomplete: camelyonpatch_level_2_split_test_y.h5 is missing: fetch it with `pcam_download --splits test --dest' in r.stdout
     assert 'train: incomplete: camelyonpatch_level_2_split_train_x.h5 is only compressed: `gunzip -k' in r.stdout
 
 
