@@ -300,7 +300,7 @@ def _read_contiguous(path, off:int, shape, dtype, progress:bool=False, block:int
     "Array of `shape` and `dtype` stored contiguously at byte `off` of `path`, read into fresh memory by parallel `preadv`s."
     dtype = np.dtype(dtype)
     count = int(np.prod(shape, dtype=np.int64)); nbytes = count * dtype.itemsize
-    start = off - off % _ALIGN; lead = off - start; span = lead + nbytes   # buffer byte i = file byte start + i
+    start = off - off % _ALIGN; pad = off - start; span = pad + nbytes   # buffer byte i = file byte start + i
     mm = _fresh_buffer(-(-span // _ALIGN) * _ALIGN, path)
     buf = memoryview(mm)
     fd, dfd = os.open(path, os.O_RDONLY), None
@@ -330,7 +330,7 @@ def _read_contiguous(path, off:int, shape, dtype, progress:bool=False, block:int
         os.close(fd)
         if dfd is not None: os.close(dfd)
     del buf
-    out = np.frombuffer(mm, dtype, count, lead).reshape(shape)
+    out = np.frombuffer(mm, dtype, count, pad).reshape(shape)
     return out if out.flags.aligned else out.copy()
 
 # %% ../nbs/01_data.ipynb #2f43857b
@@ -355,7 +355,7 @@ def _read_ds(ds, path, mode, progress):
     if ds.chunks is None: return ds[()]   # contiguous but never written: HDF5's fill value
     return _read_chunked(ds, path, progress)
 
-# %% ../nbs/01_data.ipynb #87d09b4a
+# %% ../nbs/01_data.ipynb #544ea5ef
 _LABELS_TODO = "Store the labels as whole numbers 0..C-1 (PCam: uint8), or convert the data with `pcam_convert`"
 
 def _read_labels(dy, path) -> np.ndarray:
@@ -391,7 +391,7 @@ def _h5_classes(dy, y, path) -> list:
     if len(bad): fail(_disp(path), f"labels {_values(bad)} are outside {where}", _LABELS_TODO)
     return names
 
-# %% ../nbs/01_data.ipynb #c49f1d44
+# %% ../nbs/01_data.ipynb #4cf863ef
 def _read_table(path:Path, dtype=None) -> pd.DataFrame:
     "CSV file `path` as a DataFrame (any line endings), or a clear error: unreadable, binary, not UTF-8, empty, not a table."
     try: raw = Path(path).read_bytes()
@@ -512,7 +512,7 @@ def read_images(paths, size:int|None=None, progress:bool=True, n_workers:int|Non
     finally: ex.shutdown()
     return out
 
-# %% ../nbs/01_data.ipynb #9bebd8dc
+# %% ../nbs/01_data.ipynb #d25644f4
 POSITIVE_NAMES = ('tumour', 'tumor', 'tumours', 'tumors', 'metastasis', 'metastases', 'metastatic', 'malignant',
                   'malignancy', 'positive', 'pos', 'cancer', 'cancerous', 'carcinoma', 'lesion', 'abnormal', 'disease',
                   'pneumonia', 'yes', 'true', '1')

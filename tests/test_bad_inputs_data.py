@@ -5,7 +5,7 @@ in every case the source tree is byte for byte unchanged and the destination hol
 official file that does not read back whole. The command-line cases run in parallel from one fixture (each builds
 its input in its own folder); the signal cases kill a real conversion mid-write.
 """
-import json, os, signal, struct, subprocess, sys, time, zlib
+import json, os, signal, struct, subprocess, time, zlib
 from pathlib import Path
 
 import h5py, numpy as np, pytest
@@ -517,8 +517,8 @@ def test_load_patches_int32_labels(tmp_path):
 # --- signals: a conversion interrupted mid-write ---------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def big_source(tmp_path_factory):
-    "2,048 random 96 x 96 patches (57 MB): gzip takes a second or more to write them, a window to interrupt."
-    return good_h5(tmp_path_factory.mktemp('sig')/'src', n=2048, size=96)
+    "1,024 random 96 x 96 patches (28 MB): gzip takes about a second to write them, a window to interrupt."
+    return good_h5(tmp_path_factory.mktemp("sig")/"src", n=1024, size=96)
 
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGKILL], ids=['SIGINT', 'SIGKILL'])
