@@ -4,23 +4,44 @@
 
 # %% ../nbs/01_data.ipynb #914153bc
 from __future__ import annotations
-import os, re, json, time, shutil, tempfile, difflib
-from dataclasses import dataclass, field
+import os, re, io, sys, json, time, mmap, signal, shutil, tempfile, threading, contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np, pandas as pd, h5py
-from PIL import Image, UnidentifiedImageError
-from fastcore.script import Param, store_true
+from PIL import Image
 from fastprogress.fastprogress import progress_bar
 
 from .core import PCamError, fail, pcam_cli, tmp_path
 
 # %% auto #0
-__all__ = ['PCAM_CLASSES', 'SPLITS', 'IMG_EXTS', 'SOURCES', 'Patches', 'check_patches', 'pcam_h5_paths', 'PCamH5Writer',
-           'write_pcam_h5', 'read_pcam_h5', 'read_image', 'read_images', 'holdout', 'read_csv_folder',
-           'read_class_folders', 'data_dir', 'register_source', 'source_kind', 'resolve_source', 'load_patches',
-           'available_splits', 'same_source', 'convert', 'pcam_convert', 'pcam_info', 'load_speed']
+__all__ = ['PCAM_CLASSES', 'SPLITS', 'COMPRESSIONS', 'IMG_EXTS', 'POSITIVE_NAMES', 'SOURCES', 'Patches', 'check_patches',
+           'pcam_h5_paths', 'PCamH5Writer', 'write_pcam_h5', 'read_pcam_h5', 'read_image', 'read_images',
+           'order_classes', 'positive_class', 'holdout', 'read_csv_folder', 'read_class_folders', 'data_dir',
+           'register_source', 'source_kind', 'resolve_source', 'load_patches', 'h5_splits', 'available_splits',
+           'same_source', 'convert', 'pcam_convert', 'pcam_info', 'load_speed']
+
+# %% ../nbs/01_data.ipynb #d2c68616
+def _disp(o) -> str:
+    "`o` (a path or name) as printable text: bytes of a file name that are not UTF-8 shown as \\xNN escapes."
+    s = str(o)
+    try: return os.fsencode(s).decode('utf-8', 'backslashreplace')
+    except UnicodeError: return s.encode('utf-8', 'backslashreplace').decode('utf-8')
+
+def _short(e) -> str:
+    "The text of exception `e` on one line, at most 200 characters (library messages can span lines)."
+    return ' '.join(str(e).split())[:200]
+
+def _note(msg:str):
+    "A one-line note on stderr about something handled that the user should know."
+    print(f"note: {msg}", file=sys.stderr)
+
+def _values(v, k:int=5) -> str:
+    "Up to `k` of the values `v`, whole numbers without a decimal point, for messages."
+    v = list(v)
+    show = [int(o) if isinstance(o, (float, np.floating)) and float(o).is_integer() else o for o in v[:k]]
+    return ', '.join(map(str, show)) + (f", ... ({len(v)} in all)" if len(v) > k else '')
 
 # %% ../nbs/01_data.ipynb #99d1c7ac
 PCAM_CLASSES = ['normal', 'tumour']
@@ -93,49 +114,116 @@ def pcam_h5_paths(root, split:str):
     return root/f'{stem}_x.h5', root/f'{stem}_y.h5', root/f'{stem}_meta.csv'
 
 # %% ../nbs/01_data.ipynb #d205d98c
+COMPRESSIONS = (None, 'gzip', 'lzf')
+
+def _check_compression(compression):
+    "`compression` if HDF5 (h5py without plugins) offers it, else a `PCamError`."
+    if compression not in COMPRESSIONS:
+        raise PCamError(f"compression={compression!r}: use 'gzip' or 'lzf' for chunked, compressed files, "
+                        "or none (the default) for contiguous files, the fastest to read")
+    return compression
+
+def _os_reason(e:OSError) -> str:
+    "The reason of an OS or HDF5 error in a few words ('No space left on device')."
+    m = re.search(r"error message = '([^']+)'", str(e))   # HDF5 wraps the OS's message in its own
+    if m: return m.group(1)
+    if isinstance(getattr(e, 'errno', None), int) and e.errno > 0: return os.strerror(e.errno)
+    return getattr(e, 'strerror', None) or str(e).strip().splitlines()[-1][:200]
+
+def _clean_stale_tmps(path:Path):
+    "Remove the temporary files beside `path` left by killed writers (whose process no longer exists)."
+    for t in path.parent.glob(f'.{path.name}.tmp-*'):
+        try: pid = int(t.name.rsplit('-', 1)[1])
+        except ValueError: continue
+        if pid == os.getpid(): continue
+        try: os.kill(pid, 0)
+        except ProcessLookupError: t.unlink(missing_ok=True)
+        except PermissionError: pass   # another user's live process
+
+_INTERRUPTED = threading.Event()   # set by Ctrl-C while `_interrupt_guard` is on
+
+@contextlib.contextmanager
+def _interrupt_guard():
+    "Remember Ctrl-C (SIGINT) even where Python loses its KeyboardInterrupt, so that writers never finish after one."
+    _INTERRUPTED.clear()
+    guard = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if guard:
+        def _on_int(sig, frame): _INTERRUPTED.set(); raise KeyboardInterrupt
+        signal.signal(signal.SIGINT, _on_int)
+    try: yield
+    finally:
+        if guard: signal.signal(signal.SIGINT, signal.default_int_handler)
+
+def _check_interrupt():
+    if _INTERRUPTED.is_set(): raise KeyboardInterrupt
+
 class PCamH5Writer:
     "Write one split of `n` patches in the official PCam HDF5 layout; files appear under their names only on success."
     def __init__(self, root, split:str, n:int, size:int=96, channels:int=3, classes=PCAM_CLASSES,
                  compression:str|None=None, attrs:dict|None=None):
-        self.paths = pcam_h5_paths(root, split)
-        Path(root).mkdir(parents=True, exist_ok=True)
-        self.n, self.size, self.channels, self.classes = n, size, channels, list(classes)
-        self.compression, self.attrs, self.metas, self.written = compression, attrs or {}, [], 0
+        self.root, self.split, self.paths = Path(root), split, pcam_h5_paths(root, split)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise PCamError(f"{_disp(self.paths[0])}: n={n!r}: a split needs at least one patch")
+        self.n, self.size, self.channels, self.classes = int(n), size, channels, list(classes)
+        self.compression, self.attrs, self.metas, self.written = _check_compression(compression), attrs or {}, [], 0
+        self.fx = self.fy = None
 
     def __enter__(self):
-        self.tmps = [tmp_path(p) for p in self.paths]
-        kw = dict(compression=self.compression, chunks=(min(self.n, 256) or None, self.size, self.size, self.channels)) if self.compression else {}
-        self.fx = h5py.File(self.tmps[0], 'w')
-        self.x = self.fx.create_dataset('x', (self.n, self.size, self.size, self.channels), np.uint8, **kw)
-        self.fy = h5py.File(self.tmps[1], 'w')
-        self.y = self.fy.create_dataset('y', (self.n, 1, 1, 1), np.uint8)
-        self.y.attrs['classes'] = json.dumps(self.classes)
-        for k, v in self.attrs.items(): self.fx.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for p in self.paths: _clean_stale_tmps(p)
+            self.tmps = [tmp_path(p) for p in self.paths]
+            kw = dict(compression=self.compression, chunks=(min(self.n, 256), self.size, self.size, self.channels)) if self.compression else {}
+            self.fx = h5py.File(self.tmps[0], 'w')
+            self.x = self.fx.create_dataset('x', (self.n, self.size, self.size, self.channels), np.uint8, **kw)
+            self.fy = h5py.File(self.tmps[1], 'w')
+            self.y = self.fy.create_dataset('y', (self.n, 1, 1, 1), np.uint8 if len(self.classes) <= 256 else np.int32)
+            self.y.attrs['classes'] = json.dumps(self.classes)
+            for k, v in self.attrs.items(): self.fx.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v)
+        except OSError as e:
+            self.__exit__(type(e), e, None)
         return self
 
     def write(self, start:int, x, y, meta:pd.DataFrame|None=None):
         "Write rows `start:start+len(x)`."
+        _check_interrupt()
         x, y = np.asarray(x), np.asarray(y)
         if x.dtype != np.uint8 or x.shape[1:] != self.x.shape[1:]:
-            raise PCamError(f"{self.paths[0]}: block of shape {x.shape} {x.dtype} does not fit {self.x.shape[1:]} uint8")
+            raise PCamError(f"{_disp(self.paths[0])}: block of shape {x.shape} {x.dtype} does not fit {self.x.shape[1:]} uint8")
         if len(y) and (y.min() < 0 or y.max() >= len(self.classes)):
-            raise PCamError(f"{self.paths[1]}: label {y.max()} outside classes {self.classes}")
+            raise PCamError(f"{_disp(self.paths[1])}: label {y.max()} outside classes {self.classes}")
         self.x[start:start+len(x)] = x
-        self.y[start:start+len(x)] = y.reshape(-1, 1, 1, 1).astype(np.uint8)
+        self.y[start:start+len(x)] = y.reshape(-1, 1, 1, 1).astype(self.y.dtype)
         if meta is not None: self.metas.append((start, meta))
         self.written += len(x)
 
     def __exit__(self, typ, exc, tb):
-        self.fx.close(); self.fy.close()
-        ok = typ is None and self.written == self.n
-        if ok and self.metas:
-            meta = pd.concat([m for _, m in sorted(self.metas, key=lambda o: o[0])], ignore_index=True)
-            meta.to_csv(self.tmps[2], index=False)
-        for tmp, final in zip(self.tmps, self.paths):
-            if ok and tmp.exists(): os.replace(tmp, final)
-            else: tmp.unlink(missing_ok=True)
+        err = exc if isinstance(exc, OSError) else None
+        for f in (self.fx, self.fy):
+            try:
+                if f: f.close()
+            except OSError as e: err = err or e
+        stop = typ is None and _INTERRUPTED.is_set()   # a Ctrl-C that Python lost in a callback of h5py's objects
+        ok = typ is None and err is None and self.written == self.n and not stop
+        try:
+            if ok and self.metas:
+                meta = pd.concat([m for _, m in sorted(self.metas, key=lambda o: o[0])], ignore_index=True)
+                meta.to_csv(self.tmps[2], index=False)
+            if ok:  # old x first, new x last: a reader never pairs a new y with an old x
+                self.paths[0].unlink(missing_ok=True)
+                for tmp, final in zip(self.tmps[1:], self.paths[1:]):
+                    if tmp.exists(): os.replace(tmp, final)
+                    else: final.unlink(missing_ok=True)   # no stale metadata of an older split
+                os.replace(self.tmps[0], self.paths[0])
+        except OSError as e: err, ok = e, False
+        if not ok:
+            for t in getattr(self, 'tmps', []): t.unlink(missing_ok=True)
+        if err is not None:
+            raise PCamError(f"{_disp(self.root)}: writing the {self.split} split failed ({_os_reason(err)}); "
+                            "nothing was saved under the official names. Free some space, or pick a folder you can write to") from None
+        if stop: raise KeyboardInterrupt
         if typ is None and not ok:
-            raise PCamError(f"{self.paths[0]}: only {self.written} of {self.n} patches were written; nothing was saved")
+            raise PCamError(f"{_disp(self.paths[0])}: only {self.written} of {self.n} patches were written; nothing was saved")
 
 # %% ../nbs/01_data.ipynb #d6618b50
 def write_pcam_h5(p:Patches, root, split:str, compression:str|None=None, block:int=8192, progress:bool=False):
@@ -157,15 +245,21 @@ def _bar(it, show:bool, total:int|None=None, min_total:int=8):
 def _open_h5(path:Path, key:str):
     "Open `key` of HDF5 file `path` read-only, or raise a clear error."
     if not path.exists():
-        fail(path, "file not found", "Download PCam with `pcam_download`, convert your data with `pcam_convert`, "
+        gz = path.with_name(path.name + '.gz')
+        if gz.exists():
+            fail(_disp(path), f"file not found; only the compressed {gz.name} is here",
+                 f"Decompress it (`gunzip -k {_disp(gz)}`), or fetch the split again with `pcam_download`, which decompresses")
+        fail(_disp(path), "file not found", "Download PCam with `pcam_download`, convert your data with `pcam_convert`, "
               "or generate data with `pcam_synth`")
+    if path.is_dir(): fail(_disp(path), "is a folder, not an HDF5 file", "Move it away and put the PCam file there")
     try: f = h5py.File(path, 'r')
     except OSError as e:
-        fail(path, f"not a readable HDF5 file ({str(e).split('(')[-1].rstrip(')')})",
+        m = re.search(r"error message = '([^']+)'", str(e))
+        fail(_disp(path), f"not a readable HDF5 file ({m.group(1) if m else _short(str(e).split('(')[-1].rstrip(')'))})",
               "The file is truncated or corrupt: download or convert it again")
-    if key not in f:
+    if f.get(key, getclass=True) is not h5py.Dataset:
         keys = list(f.keys()); f.close()
-        fail(path, f"has no dataset {key!r} (keys: {keys})", f"Official PCam files store the data under {key!r}")
+        fail(_disp(path), f"has no dataset {key!r} (keys: {keys})", f"Official PCam files store the data under {key!r}")
     return f, f[key]
 
 # %% ../nbs/01_data.ipynb #c49e22c1
@@ -177,28 +271,67 @@ def _contiguous_offset(ds, path):
     need = off + ds.size * ds.dtype.itemsize
     have = path.stat().st_size
     if have < need:
-        fail(path, f"truncated: dataset {ds.name!r} needs {need:,} bytes, the file has {have:,}",
+        fail(_disp(path), f"truncated: dataset {ds.name!r} needs {need:,} bytes, the file has {have:,}",
               "Download or convert it again")
     return off
 
 # %% ../nbs/01_data.ipynb #d410f652
-def _read_contiguous(path, off, shape, progress, block=1<<23, threads=8):
-    "Read a contiguous uint8 array of `shape` at byte `off` of `path`: parallel 8 MB `preadv`s into one buffer."
-    out = np.empty(shape, np.uint8)
-    buf, n = memoryview(out.reshape(-1)), out.size
-    fd = os.open(path, os.O_RDONLY)
+_ALIGN = 4096  # O_DIRECT alignment of file offsets, lengths and memory (a multiple of every common block size)
+
+def _cached(fd:int, off:int, n:int, probes:int=32) -> bool:
+    "Whether bytes `off`..`off+n` of `fd` seem to be in the page cache: most of `probes` 1-byte `RWF_NOWAIT` reads succeed."
+    flag = getattr(os, 'RWF_NOWAIT', None)
+    if flag is None: return True   # cannot tell: take the buffered path, which is right either way
+    b, hits = bytearray(1), 0
+    for i in range(probes):
+        try: os.preadv(fd, [b], off + n * i // probes, flag); hits += 1
+        except BlockingIOError: pass
+        except OSError: return True
+    return 2 * hits >= probes
+
+def _fresh_buffer(nbytes:int, path):
+    "`nbytes` of zeroed, page-aligned anonymous memory (an `mmap`), or a clear error when it cannot be had."
+    try: return mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except (OSError, OverflowError, MemoryError) as e:
+        fail(_disp(path), f"cannot allocate {nbytes / 1e9:.1f} GB of memory for it ({getattr(e, 'strerror', None) or e})",
+             "Read it with mode='memmap' (no copy in memory), or free memory")
+
+def _read_contiguous(path, off:int, shape, dtype, progress:bool=False, block:int=1<<23, threads:int=8, direct:bool|None=None):
+    "Array of `shape` and `dtype` stored contiguously at byte `off` of `path`, read into fresh memory by parallel `preadv`s."
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64)); nbytes = count * dtype.itemsize
+    start = off - off % _ALIGN; pad = off - start; span = pad + nbytes   # buffer byte i = file byte start + i
+    mm = _fresh_buffer(-(-span // _ALIGN) * _ALIGN, path)
+    buf = memoryview(mm)
+    fd, dfd = os.open(path, os.O_RDONLY), None
     try:
-        if hasattr(os, 'posix_fadvise'): os.posix_fadvise(fd, off, n, os.POSIX_FADV_SEQUENTIAL)
-        def _one(s):
-            mv, got = buf[s:s + block], 0
-            while got < len(mv):
-                k = os.preadv(fd, [mv[got:]], off + s + got)
-                if k == 0: fail(path, "ended early while reading", "Download or convert it again")
-                got += k
-        with ThreadPoolExecutor(threads) as ex:  # the GIL is released during reads: I/O and page faults overlap
-            for _ in _bar(ex.map(_one, range(0, n, block)), progress, -(-n // block)): pass
-    finally: os.close(fd)
-    return out
+        if direct is None: direct = nbytes >= (64 << 20) and not _cached(fd, off, nbytes)
+        if direct and hasattr(os, 'O_DIRECT'):
+            try: dfd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+            except OSError: dfd = None
+        if dfd is None and hasattr(os, 'posix_fadvise'): os.posix_fadvise(fd, off, nbytes, os.POSIX_FADV_SEQUENTIAL)
+        use_direct = [dfd is not None]
+        def _one(s):  # buffer bytes s..e; a direct read needs an aligned position, the last one may run past the end
+            pos, e = s, min(s + block, span)
+            while pos < e:
+                k = None
+                if use_direct[0] and pos % _ALIGN == 0:
+                    try: k = os.preadv(dfd, [buf[pos:pos + -(-(e - pos) // _ALIGN) * _ALIGN]], start + pos)
+                    except OSError: use_direct[0] = False   # e.g. EINVAL: this file system takes no O_DIRECT
+                if k is None: k = os.preadv(fd, [buf[pos:e]], start + pos)
+                if k == 0: fail(_disp(path), "ended early while reading", "Download or convert it again")
+                pos += k
+        ex = ThreadPoolExecutor(threads)
+        try:
+            for _ in _bar(ex.map(_one, range(0, span, block)), progress, -(-span // block)): pass
+        except BaseException: ex.shutdown(cancel_futures=True); raise
+        finally: ex.shutdown()
+    finally:
+        os.close(fd)
+        if dfd is not None: os.close(dfd)
+    del buf
+    out = np.frombuffer(mm, dtype, count, pad).reshape(shape)
+    return out if out.flags.aligned else out.copy()
 
 # %% ../nbs/01_data.ipynb #2f43857b
 def _read_chunked(ds, path, progress):
@@ -210,16 +343,70 @@ def _read_chunked(ds, path, progress):
         for s in _bar(starts, progress):
             e = min(s + rows, ds.shape[0])
             ds.read_direct(out, np.s_[s:e], np.s_[s:e])
-    except OSError as e: fail(path, f"unreadable data ({e})", "The file is corrupt: download or convert it again")
+    except OSError as e: fail(_disp(path), f"unreadable data ({_short(e)})", "The file is corrupt: download or convert it again")
     return out
 
 # %% ../nbs/01_data.ipynb #4087e902
 def _read_ds(ds, path, mode, progress):
     off = _contiguous_offset(ds, path)
     if mode == 'lazy' or (mode == 'memmap' and off is None): return ds
-    if mode == 'memmap': return np.memmap(path, np.uint8, 'r', offset=off, shape=ds.shape)
-    if off is not None: return _read_contiguous(path, off, ds.shape, progress)
+    if mode == 'memmap': return np.memmap(path, ds.dtype, 'r', offset=off, shape=ds.shape)
+    if off is not None: return _read_contiguous(path, off, ds.shape, ds.dtype, progress)
+    if ds.chunks is None: return ds[()]   # contiguous but never written: HDF5's fill value
     return _read_chunked(ds, path, progress)
+
+# %% ../nbs/01_data.ipynb #544ea5ef
+_LABELS_TODO = "Store the labels as whole numbers 0..C-1 (PCam: uint8), or convert the data with `pcam_convert`"
+
+def _read_labels(dy, path) -> np.ndarray:
+    "The labels of y dataset `dy` (any integer dtype, or floats holding whole numbers; N, N x 1 or N x 1 x 1 x 1), in their own dtype."
+    if dy.ndim == 0 or dy.size != dy.shape[0]:
+        fail(_disp(path), f"y has shape {dy.shape}, expected N labels (PCam: N x 1 x 1 x 1)", "Use an official PCam y file")
+    if dy.dtype.kind not in 'iuf':
+        fail(_disp(path), f"labels have dtype {dy.dtype}, not whole-number class indices", _LABELS_TODO)
+    y = np.asarray(_read_ds(dy, path, 'memory', False)).reshape(-1)
+    if y.dtype.kind == 'f':
+        bad = np.flatnonzero(~np.isfinite(y) | (np.round(y) != y))
+        if len(bad): fail(_disp(path), f"{len(bad)} labels are not whole numbers (row {bad[0]}: {y[bad[0]]})", _LABELS_TODO)
+    return y
+
+def _h5_classes(dy, y, path) -> list:
+    "Class names of y dataset `dy` with labels `y`: its `classes` attribute, else PCam's two, else the label numbers; checks every label names one."
+    vals = np.unique(y)
+    if 'classes' in dy.attrs:
+        raw = dy.attrs['classes']
+        try:
+            names = json.loads(raw) if isinstance(raw, (str, bytes)) else [o.decode() if isinstance(o, bytes) else str(o) for o in np.ravel(raw)]
+            assert isinstance(names, list) and names and all(isinstance(o, str) for o in names) and len(set(names)) == len(names)
+        except Exception:
+            fail(_disp(path), f"its `classes` attribute ({str(raw)[:80]!r}) is not a list of distinct class names",
+                 'Write it as a JSON list such as ["normal", "tumour"], or delete it')
+        where = f"the {len(names)} classes {names} of its `classes` attribute"
+    else:
+        hi = int(vals.max()) if len(vals) else 0
+        if hi <= 1: names, where = list(PCAM_CLASSES), "PCam's classes 0 = normal, 1 = tumour"
+        elif hi < 1000: names = [str(i) for i in range(hi + 1)]; where = f"classes 0..{hi}"
+        else: names, where = [str(i) for i in range(1000)], "class indices 0..999 of a file without a `classes` attribute"
+    bad = vals[(vals < 0) | (vals >= len(names))]
+    if len(bad): fail(_disp(path), f"labels {_values(bad)} are outside {where}", _LABELS_TODO)
+    return names
+
+# %% ../nbs/01_data.ipynb #4cf863ef
+def _read_table(path:Path, dtype=None) -> pd.DataFrame:
+    "CSV file `path` as a DataFrame (any line endings), or a clear error: unreadable, binary, not UTF-8, empty, not a table."
+    try: raw = Path(path).read_bytes()
+    except OSError as e: fail(_disp(path), f"cannot be read ({_os_reason(e)})", "Check the file and its permissions")
+    if b'\x00' in raw[:1 << 16]: fail(_disp(path), "is a binary file, not a CSV table", "Pass a comma-separated text file with a header row")
+    try: text = raw.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        fail(_disp(path), f"is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})", "Save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)")
+    if not text.strip(): fail(_disp(path), "is empty", "Write a header row (e.g. id,label) and one row per patch")
+    text = text.replace('\r\n', '\n') if '\n' in text else text.replace('\r', '\n')   # CR-only: old Mac line endings
+    try: df = pd.read_csv(io.StringIO(text), dtype=dtype, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
+        fail(_disp(path), f"is not a CSV table ({str(e).strip().splitlines()[-1][:160]})", "Check it is comma-separated text with a header row")
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
 
 # %% ../nbs/01_data.ipynb #6a202908
 def read_pcam_h5(root, split:str='train', mode:str='memory', progress:bool=False) -> Patches:
@@ -227,23 +414,25 @@ def read_pcam_h5(root, split:str='train', mode:str='memory', progress:bool=False
     if mode not in ('memory', 'memmap', 'lazy'): raise PCamError(f"mode {mode!r}: use 'memory', 'memmap' or 'lazy'")
     xp, yp, mp = pcam_h5_paths(root, split)
     fx, dx = _open_h5(xp, 'x')
-    fy, dy = _open_h5(yp, 'y')
-    if dx.ndim != 4 or dx.shape[-1] not in (1, 3) or dx.dtype != np.uint8:
-        fail(xp, f"x is {dx.shape} {dx.dtype}, expected N x H x W x 3 uint8", "Use an official PCam x file or `pcam_convert`")
-    if dy.shape[0] != dx.shape[0]:
-        fail(yp, f"has {dy.shape[0]} labels but {xp.name} has {dx.shape[0]} patches", "Use the x and y files of the same split")
-    if dy.size != dy.shape[0]: fail(yp, f"y has shape {dy.shape}, expected N x 1 x 1 x 1", "Use an official PCam y file")
-    y = np.asarray(_read_ds(dy, yp, 'memory', False)).reshape(-1).astype(np.int64)
-    classes = json.loads(dy.attrs['classes']) if 'classes' in dy.attrs else (
-        PCAM_CLASSES if y.max(initial=0) <= 1 else [str(i) for i in range(y.max() + 1)])
-    fy.close()
-    x = _read_ds(dx, xp, mode, progress)
+    try:
+        fy, dy = _open_h5(yp, 'y')
+        try:
+            if dx.ndim != 4 or dx.shape[-1] not in (1, 3) or dx.dtype != np.uint8:
+                fail(_disp(xp), f"x is {dx.shape} {dx.dtype}, expected N x H x W x 3 uint8", "Use an official PCam x file or `pcam_convert`")
+            if dx.shape[0] == 0: fail(_disp(xp), "holds no patches (0 rows)", "Download, convert or generate the split again")
+            if dy.ndim and dy.shape[0] != dx.shape[0]:
+                fail(_disp(yp), f"has {dy.shape[0]} labels but {xp.name} has {dx.shape[0]} patches", "Use the x and y files of the same split")
+            y = _read_labels(dy, yp)
+            classes = _h5_classes(dy, y, yp)
+        finally: fy.close()
+        x = _read_ds(dx, xp, mode, progress)
+    except BaseException: fx.close(); raise
     if not isinstance(x, h5py.Dataset): fx.close()
-    meta = pd.read_csv(mp) if mp.exists() else None
+    meta = _read_table(mp, dtype={'id': str}) if mp.exists() else None
     if meta is not None and len(meta) != len(y):
-        fail(mp, f"has {len(meta)} rows for {len(y)} patches", "Delete it or use the meta file of the same split")
+        fail(_disp(mp), f"has {len(meta)} rows for {len(y)} patches", "Delete it or use the meta file of the same split")
     ids = meta['id'].astype(str).to_numpy() if meta is not None and 'id' in meta else None
-    return Patches(x, y, classes, ids, str(xp.parent), meta)
+    return Patches(x, y.astype(np.int64), classes, ids, str(xp.parent), meta)
 
 # %% ../nbs/01_data.ipynb #99a1f33f
 def _bad_file_message(f):
@@ -254,48 +443,124 @@ def _bad_file_message(f):
 
 # %% ../nbs/01_data.ipynb #9b5c7322
 IMG_EXTS = ('.jpg', '.jpeg', '.png', '.tif', '.tiff', '.bmp', '.webp')
+_PIXELS_LOCK = threading.Lock()   # held while Pillow's pixel limit is raised for one image
 
-def read_image(path, size:int|None=None):
-    "One image file as an H x W x 3 uint8 array (any mode converted to RGB), resized to `size` x `size` if given."
+def _pixel_limit() -> int|None:
+    "The largest image Pillow opens, in pixels (it raises DecompressionBombError above it); None if switched off."
+    return None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
+
+def _too_big(path, pixels:int, limit:int):
+    fail(_disp(path), f"{pixels:,} pixels, over the limit of {limit:,} that guards against decompression bombs",
+         f"If you trust the file, raise the limit for this run (`pcam_convert --max-pixels {pixels}`, in Python max_pixels={pixels}), or resize the image")
+
+def _to_rgb(im, path):
+    "`im` as RGB: 16-bit greyscale scaled to 8 bits (x 255/65535); 32-bit integer or float images refused."
+    if im.mode.startswith('I;16'):
+        im = Image.fromarray(np.round(np.asarray(im).astype(np.float32) * (255 / 65535)).astype(np.uint8))
+    elif im.mode in ('I', 'F'):
+        fail(_disp(path), f"{'32-bit integer' if im.mode == 'I' else 'floating-point'} pixels (mode {im.mode})", "Save it as an 8- or 16-bit image")
+    return im.convert('RGB')
+
+def _decode(path, size, limit):
+    with Image.open(path) as im:
+        if limit is not None and im.size[0] * im.size[1] > limit: _too_big(path, im.size[0] * im.size[1], limit)
+        if size and im.format == 'JPEG': im.draft('RGB', (size, size))
+        im = _to_rgb(im, path)
+        if size and im.size != (size, size): im = im.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(im)
+
+def read_image(path, size:int|None=None, max_pixels:int|None=None):
+    "One image file as an H x W x 3 uint8 array (RGB), resized to `size` x `size` if given; over `max_pixels` (default: Pillow's limit) refused."
+    pil = _pixel_limit()
+    limit = max_pixels or pil
+    raise_limit = pil is not None and limit > pil
     try:
-        with Image.open(path) as im:
-            if size and im.format == 'JPEG': im.draft('RGB', (size, size))
-            im = im.convert('RGB')
-            if size and im.size != (size, size): im = im.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        fail(path, f"unreadable image ({type(e).__name__}: {e})", "Replace or remove this file")
+        if not raise_limit: return _decode(path, size, limit)
+        with _PIXELS_LOCK:
+            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit
+            try: return _decode(path, size, limit)
+            finally: Image.MAX_IMAGE_PIXELS = old
+    except PCamError: raise
+    except Image.DecompressionBombError as e:
+        m = re.search(r'\((\d+) pixels\)', str(e))
+        _too_big(path, int(m.group(1)) if m else 0, limit)
+    except MemoryError: fail(_disp(path), "too large to decode in the memory available", "Resize the image, or free memory")
+    except Exception as e:  # a corrupt file can raise nearly anything from inside a Pillow plugin
+        fail(_disp(path), f"unreadable image ({type(e).__name__}: {_short(e)})", "Replace or remove this file")
 
 # %% ../nbs/01_data.ipynb #40f574f5
-def read_images(paths, size:int|None=None, progress:bool=True, n_workers:int|None=None) -> np.ndarray:
+def read_images(paths, size:int|None=None, progress:bool=True, n_workers:int|None=None, max_pixels:int|None=None) -> np.ndarray:
     "Decode `paths` in parallel threads into an N x H x W x 3 uint8 array."
     paths = list(paths)
     if not paths: raise PCamError("No images to read")
     n_workers = n_workers or min(8, os.cpu_count() or 1)
-    first = read_image(paths[0], size)
-    out = np.empty((len(paths),) + first.shape, np.uint8)
+    first = read_image(paths[0], size, max_pixels)
+    try: out = np.empty((len(paths),) + first.shape, np.uint8)
+    except MemoryError:
+        fail(_disp(Path(paths[0]).parent), f"{len(paths):,} images of {first.shape[1]}x{first.shape[0]} px need "
+             f"{len(paths) * first.nbytes / 1e9:.1f} GB of memory", "Pass a smaller size (--size), or convert fewer images at a time")
     def _one(i):
-        a = read_image(paths[i], size)
+        a = read_image(paths[i], size, max_pixels)
         if a.shape != first.shape:
-            fail(paths[i], f"is {a.shape[1]}x{a.shape[0]} but {Path(paths[0]).name} is {first.shape[1]}x{first.shape[0]}",
+            fail(_disp(paths[i]), f"is {a.shape[1]}x{a.shape[0]} but {_disp(Path(paths[0]).name)} is {first.shape[1]}x{first.shape[0]}",
                   "Pass size=... (--size) to resize all images to one size")
         out[i] = a
-    with ThreadPoolExecutor(n_workers) as ex:  # PIL releases the GIL while decoding
-        it = ex.map(_one, range(len(paths)))
-        for _ in _bar(it, progress, len(paths), 1000): pass
+    ex = ThreadPoolExecutor(n_workers)   # PIL releases the GIL while decoding
+    try:
+        for _ in _bar(ex.map(_one, range(len(paths))), progress, len(paths), 1000): _check_interrupt()
+    except BaseException: ex.shutdown(cancel_futures=True); raise   # Ctrl-C or a bad file: stop at once
+    finally: ex.shutdown()
     return out
 
+# %% ../nbs/01_data.ipynb #d25644f4
+POSITIVE_NAMES = ('tumour', 'tumor', 'tumours', 'tumors', 'metastasis', 'metastases', 'metastatic', 'malignant',
+                  'malignancy', 'positive', 'pos', 'cancer', 'cancerous', 'carcinoma', 'lesion', 'abnormal', 'disease',
+                  'pneumonia', 'yes', 'true', '1')
+
+def _is_positive(name) -> bool: return str(name).strip().lower() in POSITIVE_NAMES
+
+def order_classes(names) -> list:
+    "Class names in label order: sorted, but of two classes a known positive name (`POSITIVE_NAMES`) second, at index 1."
+    names = sorted(set(names), key=str)
+    if len(names) == 2 and [_is_positive(n) for n in names] == [True, False]: names = names[::-1]
+    return names
+
+def positive_class(classes) -> tuple:
+    "(name, why) of the positive class of two `classes`, the one at index 1; (None, why) for other numbers of classes."
+    if len(classes) != 2: return None, f"{len(classes)} classes: metrics are per class"
+    a, b = map(str, classes)
+    if [a, b] == PCAM_CLASSES: return b, "PCam's labels: 1 = tumour"
+    if _is_positive(b) and not _is_positive(a): return b, "a known positive name"
+    if _is_positive(a) and not _is_positive(b):
+        return b, f"second in the stored class order, although {a!r} is a known positive name: check the labels"
+    return b, f"second in sorted order ({'both are known positive names' if _is_positive(a) else 'neither is a known positive name'})"
+
 # %% ../nbs/01_data.ipynb #cade0262
-def _classes_of(labels, path):
+def _row_ids(mask, ids=None, k:int=3) -> str:
+    "Which rows `mask` selects, for messages: their ids (or CSV line numbers, the header being line 1)."
+    rows = np.flatnonzero(np.asarray(mask))
+    return ', '.join(repr(str(ids.iloc[r])) if ids is not None else f"line {r + 2}" for r in rows[:k]) + (', ...' if len(rows) > k else '')
+
+def _classes_of(labels, path, ids=None):
     "Class names and integer labels from raw CSV/folder labels."
-    labels = pd.Series(labels)
+    labels = pd.Series(labels).reset_index(drop=True)
+    ids = None if ids is None else pd.Series(ids).reset_index(drop=True)
     if labels.isna().any():
-        fail(path, f"{int(labels.isna().sum())} rows have no label", "Fill in the missing labels or drop those rows")
-    if pd.api.types.is_numeric_dtype(labels) and set(labels.unique()) <= {0, 1}:
-        return list(PCAM_CLASSES), labels.astype(np.int64).to_numpy()
-    if pd.api.types.is_numeric_dtype(labels): labels = labels.astype(np.int64)
-    classes = sorted(labels.unique())
-    return [str(c) for c in classes], labels.map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+        fail(_disp(path), f"{int(labels.isna().sum())} rows have no label (e.g. {_row_ids(labels.isna(), ids)})", "Fill in the missing labels or drop those rows")
+    if pd.api.types.is_bool_dtype(labels): labels = labels.astype(np.int64)
+    if pd.api.types.is_numeric_dtype(labels):
+        v = labels.to_numpy()
+        bad = (~np.isfinite(v) | (np.round(v) != v) | (v < 0)) if v.dtype.kind == 'f' else (v < 0)
+        if bad.any():
+            fail(_disp(path), f"labels must be class names or whole numbers >= 0; {_values(np.unique(v[bad]))} found "
+                 f"(e.g. {_row_ids(bad, ids)})", "Fix those rows or drop them")
+        v = v.astype(np.int64)
+        if set(np.unique(v)) <= {0, 1}: return list(PCAM_CLASSES), v
+        vals = np.unique(v)
+        return [str(c) for c in vals], np.searchsorted(vals, v)
+    labels = labels.astype(str).str.strip()
+    classes = order_classes(labels.unique())
+    return classes, labels.map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
 
 # %% ../nbs/01_data.ipynb #caac603f
 def holdout(y, valid_pct:float=0.2, seed:int=0):
@@ -309,18 +574,33 @@ def holdout(y, valid_pct:float=0.2, seed:int=0):
     return mask
 
 # %% ../nbs/01_data.ipynb #2a568050
+def _norm_splits(splits) -> np.ndarray:
+    "A split column's values as split names: lower case, 'val'/'validation' read as 'valid'."
+    return (pd.Series(splits).astype(str).str.strip().str.lower()
+            .replace({'val': 'valid', 'validation': 'valid'}).to_numpy())
+
+def _split_counts(splits) -> str:
+    "What a split column holds, for messages: \"'train' (3), 'holdout' (2)\"."
+    vc = pd.Series(splits).value_counts()
+    return ', '.join(f"{k!r} ({v})" for k, v in list(vc.items())[:6]) + (', ...' if len(vc) > 6 else '')
+
 def _pick_split(split, splits, path, valid_pct=0.2, seed=0, y=None):
     "Row mask of `split` from a split column `splits` (or a seeded hold-out when there is none)."
     if splits is not None:
-        splits = pd.Series(splits).astype(str).str.lower().replace({'val': 'valid', 'validation': 'valid'}).to_numpy()
+        splits = _norm_splits(splits)
         if split not in set(splits):
-            fail(path, f"has no rows of split {split!r} (it has {sorted(set(splits))})", "Pick one of those splits")
+            fail(_disp(path), f"has no rows of split {split!r} (its split column holds {_split_counts(splits)} in {len(splits)} rows)",
+                 "Pick one of those splits, or name each row's split train, valid or test")
         return splits == split
     if split == 'test':
-        fail(path, "has no split column, so there is no test split", "Add a `split` column or use train/valid")
+        fail(_disp(path), "has no split column, so there is no test split", "Add a `split` column or use train/valid")
     if split not in ('train', 'valid'): raise PCamError(f"Unknown split {split!r}: use train, valid or test")
     v = holdout(y, valid_pct, seed)
-    return v if split == 'valid' else ~v
+    m = v if split == 'valid' else ~v
+    if not m.any():
+        fail(_disp(path), f"the {split!r} part of a {valid_pct:.0%} hold-out of {len(y)} patches is empty",
+             "Add patches, or give the rows a split column")
+    return m
 
 # %% ../nbs/01_data.ipynb #f5f6155f
 def _find_csv(folder:Path):
@@ -351,23 +631,47 @@ def _resolve_paths(img_dir:Path, ids, csv):
     return out
 
 # %% ../nbs/01_data.ipynb #737ae5db
+def _dedupe(df:pd.DataFrame, id_col:str, label_col:str, csv) -> pd.DataFrame:
+    "`df` with each id once: identical repeats counted once (with a note), an id given different labels or splits refused."
+    dup = df[id_col].duplicated(keep=False)
+    if not dup.any(): return df
+    keys = [c for c in (label_col, 'split') if c in df]
+    n_vals = df[dup].groupby(id_col)[keys].nunique(dropna=False)
+    clash = n_vals[(n_vals > 1).any(axis=1)]
+    if len(clash):
+        i = clash.index[0]; rows = df[df[id_col] == i]
+        what = ' and '.join(f"{k}s {sorted(map(str, rows[k].unique()))}" for k in keys if clash.loc[i, k] > 1)
+        fail(_disp(csv), f"id {i!r} has {len(rows)} rows with different {what}"
+             + (f" ({len(clash)} such ids)" if len(clash) > 1 else ''), "Keep one row per image, with its true label")
+    rep = df[id_col][df[id_col].duplicated()]
+    _note(f"{_disp(csv)}: {len(rep)} repeated rows (same id, {' and '.join(keys)}) counted once, e.g. id {rep.iloc[0]!r}")
+    return df.drop_duplicates(id_col).reset_index(drop=True)
+
+def _labels_csv(csv:Path, label_col:str='label'):
+    "The labels table of an image folder and its id column, checked: rows, an id and a label column, one row per id."
+    df = _read_table(csv, dtype={'id': str, 'file': str, 'filename': str, 'image': str})
+    id_col = next((c for c in ('id', 'file', 'filename', 'image') if c in df), None)
+    if id_col is None or label_col not in df:
+        fail(_disp(csv), f"needs an id column (id/file) and a {label_col!r} column, has {list(df.columns)}", "Rename the columns")
+    if not len(df): fail(_disp(csv), f"has a header ({', '.join(df.columns)}) but no rows", "Add one row per image")
+    if df[id_col].isna().any():
+        fail(_disp(csv), f"{int(df[id_col].isna().sum())} rows have no {id_col} (e.g. {_row_ids(df[id_col].isna())})", "Fill them in or drop those rows")
+    df[id_col] = df[id_col].astype(str).str.strip()
+    return _dedupe(df, id_col, label_col, csv), id_col
+
 def read_csv_folder(folder, split:str='train', size:int|None=None, csv=None, label_col:str='label',
-                    valid_pct:float=0.2, seed:int=0, progress:bool=True) -> Patches:
+                    valid_pct:float=0.2, seed:int=0, progress:bool=True, max_pixels:int|None=None) -> Patches:
     "Read `split` of a folder of images labelled by a CSV (Kaggle `id,label`, or with a `split` column)."
     folder = Path(folder)
     csv = Path(csv) if csv else _find_csv(folder)
-    if csv is None or not csv.exists(): fail(folder, "no labels CSV found", "Add labels.csv with columns id,label")
-    try: df = pd.read_csv(csv, dtype={'id': str, 'file': str})
-    except Exception as e: fail(csv, f"unreadable CSV ({e})", "Check the file is a comma-separated table with a header")
-    id_col = next((c for c in ('id', 'file', 'filename', 'image') if c in df), None)
-    if id_col is None or label_col not in df:
-        fail(csv, f"needs an id column (id/file) and a {label_col!r} column, has {list(df.columns)}", "Rename the columns")
-    classes, y = _classes_of(df[label_col], csv)
+    if csv is None or not csv.exists(): fail(_disp(folder), "no labels CSV found", "Add labels.csv with columns id,label")
+    df, id_col = _labels_csv(csv, label_col)
+    classes, y = _classes_of(df[label_col], csv, df[id_col])
     mask = _pick_split(split, df['split'] if 'split' in df else None, csv, valid_pct, seed, y)
     df, y = df[mask].reset_index(drop=True), y[mask]
-    ids = df[id_col].astype(str).to_numpy()
+    ids = df[id_col].to_numpy()
     paths = _resolve_paths(_image_dir(folder, csv), ids, csv)
-    x = read_images(paths, size, progress)
+    x = read_images(paths, size, progress, max_pixels=max_pixels)
     meta = df.drop(columns=[id_col, label_col]) if len(df.columns) > 2 else None
     return Patches(x, y, classes, ids, str(folder), meta)
 
@@ -375,28 +679,35 @@ def read_csv_folder(folder, split:str='train', size:int|None=None, csv=None, lab
 def _class_dirs(root:Path):
     return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith('.'))
 
+def _utf8(p:Path) -> Path:
+    "`p`, or a clear error if its name is not UTF-8 (ids and class names are written to CSV and JSON as text)."
+    try: p.name.encode('utf-8')
+    except UnicodeEncodeError:
+        fail(_disp(p), "the name is not valid UTF-8", "Rename it, e.g. `convmv -f latin1 -t utf-8 --notest FILE`")
+    return p
+
 def read_class_folders(folder, split:str='train', size:int|None=None, valid_pct:float=0.2, seed:int=0,
-                       progress:bool=True) -> Patches:
+                       progress:bool=True, max_pixels:int|None=None) -> Patches:
     "Read `split` of a folder with one sub-folder of images per class (optionally under train/ valid/ test/)."
     folder = Path(folder)
     split_dirs = {d.name.lower().replace('val', 'valid').replace('validid', 'valid'): d for d in _class_dirs(folder)
                   if d.name.lower() in ('train', 'valid', 'val', 'test')}
     root = folder
     if split_dirs:
-        if split not in split_dirs: fail(folder, f"has no {split}/ folder (it has {sorted(split_dirs)})", "Pick one of those")
+        if split not in split_dirs: fail(_disp(folder), f"has no {split}/ folder (it has {sorted(split_dirs)})", "Pick one of those")
         root = split_dirs[split]
-    dirs = _class_dirs(root)
-    if len(dirs) < 2: fail(root, f"has {len(dirs)} class folder(s)", "Put the images in one sub-folder per class (at least two)")
-    classes, paths, y = [d.name for d in dirs], [], []
-    for i, d in enumerate(dirs):
-        imgs = sorted(o for o in d.iterdir() if o.suffix.lower() in IMG_EXTS)
-        if not imgs: fail(d, "class folder has no images", f"Add images of class {d.name!r} or remove the folder")
+    dirs = {_utf8(d).name: d for d in _class_dirs(root)}
+    if len(dirs) < 2: fail(_disp(root), f"has {len(dirs)} class folder(s)", "Put the images in one sub-folder per class (at least two)")
+    classes, paths, y = order_classes(dirs), [], []
+    for i, c in enumerate(classes):
+        imgs = sorted(_utf8(o) for o in dirs[c].iterdir() if o.suffix.lower() in IMG_EXTS and not o.name.startswith('.'))
+        if not imgs: fail(_disp(dirs[c]), "class folder has no images", f"Add images of class {c!r} or remove the folder")
         paths += imgs; y += [i] * len(imgs)
     y = np.array(y)
     if not split_dirs:
         m = _pick_split(split, None, folder, valid_pct, seed, y)
         paths, y = [o for o, k in zip(paths, m) if k], y[m]
-    x = read_images(paths, size, progress)
+    x = read_images(paths, size, progress, max_pixels=max_pixels)
     return Patches(x, y, classes, [f'{o.parent.name}/{o.name}' for o in paths], str(folder))
 
 # %% ../nbs/01_data.ipynb #8bb47f28
@@ -415,18 +726,22 @@ def register_source(name:str, folder):
     "Let every data function take `name` for the data in the folder `folder()` returns (any layout this chapter reads)."
     SOURCES[name] = folder
 
+_PCAM_FILE = re.compile(r'camelyonpatch_level_2_split_(\w+?)_([xy])\.h5(\.gz)?$')
+
 def source_kind(source) -> str:
     "'hdf5', 'csv', 'folders', or the registered name: the kind of data source at `source`."
     if str(source) in SOURCES: return str(source)
     path = Path(source)
     if not path.exists():
         names = ''.join(f", or {n!r}" for n in SOURCES)
-        fail(path, "no such file or folder", f"Pass a PCam HDF5 folder, an image folder with a labels CSV, a folder of class folders{names}")
+        fail(_disp(path), "no such file or folder", f"Pass a PCam HDF5 folder, an image folder with a labels CSV, a folder of class folders{names}")
+    if path.is_file() and path.name.endswith('.h5.gz'):
+        fail(_disp(path), "is compressed", f"Decompress it first (`gunzip -k {_disp(path)}`), then pass it or its folder")
     if path.is_file() and path.suffix == '.h5': return 'hdf5'
-    if path.is_dir() and any(path.glob('camelyonpatch_level_2_split_*_x.h5')): return 'hdf5'
+    if path.is_dir() and any(_PCAM_FILE.match(o.name) for o in path.glob('camelyonpatch_level_2_split_*')): return 'hdf5'
     if path.is_dir() and _find_csv(path): return 'csv'
     if path.is_dir() and _class_dirs(path): return 'folders'
-    fail(path, "not a data source pcam_nb knows (no camelyonpatch_*.h5, no labels CSV, no class folders)",
+    fail(_disp(path), "not a data source pcam_nb knows (no camelyonpatch_*.h5, no labels CSV, no class folders)",
          "See the data chapter of the docs for the layouts")
 
 def resolve_source(source):
@@ -439,39 +754,67 @@ def _file_split(path:Path) -> str|None:
     m = re.match(r'camelyonpatch_level_2_split_(\w+?)_[xy]\.h5$', Path(path).name)
     return m.group(1) if m else None
 
+def _whole(v, name:str, lo:int=1):
+    "`v` if None or a whole number >= `lo`, else a `PCamError` naming the argument."
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo):
+        raise PCamError(f"{name}={v!r}: must be a whole number >= {lo}")
+    return v
+
+def _check_args(split=None, size=None, max_pixels=None, valid_pct=0.2):
+    "Argument errors, found before any data is read."
+    if split is not None and split not in SPLITS: raise PCamError(f"Unknown split {split!r}: use {', '.join(SPLITS)}")
+    _whole(size, 'size'); _whole(max_pixels, 'max_pixels')
+    if isinstance(valid_pct, bool) or not isinstance(valid_pct, (int, float)) or not 0 < valid_pct < 1:
+        raise PCamError(f"valid_pct={valid_pct!r}: must be a fraction between 0 and 1 (e.g. 0.2)")
+
 def load_patches(source, split:str|None=None, size:int|None=None, mode:str='memory', progress:bool=True,
-                 valid_pct:float=0.2, seed:int=0) -> Patches:
+                 valid_pct:float=0.2, seed:int=0, max_pixels:int|None=None) -> Patches:
     "Read `split` (default: 'train', or the split a single PCam file holds) of any data source as `Patches`."
+    _check_args(split, size, max_pixels, valid_pct)
     source = resolve_source(source)
     kind = source_kind(source)
     path = Path(source)
     if kind == 'hdf5' and path.is_file():
         fs = _file_split(path)
-        if not fs: fail(path, "is not an official PCam file name", "Pass the folder holding camelyonpatch_level_2_split_*.h5")
+        if not fs: fail(_disp(path), "is not an official PCam file name", "Pass the folder holding camelyonpatch_level_2_split_*.h5")
         if split not in (None, fs):  # never hand out one split's patches as another's
-            fail(path, f"this file holds the {fs!r} split, not {split!r}", f"Pass its folder ({path.parent}) to read every split it has")
+            fail(_disp(path), f"this file holds the {fs!r} split, not {split!r}", f"Pass its folder ({_disp(path.parent)}) to read every split it has")
         path, split = path.parent, fs
     split = split or 'train'
     if kind == 'hdf5':
         p = read_pcam_h5(path, split, mode, progress)
         if size and size != p.size:
-            raise PCamError(f"{path}: patches are {p.size} px, size={size} asked; resize when converting (pcam_convert --size)")
+            raise PCamError(f"{_disp(path)}: patches are {p.size} px, size={size} asked; resize when converting (pcam_convert --size)")
         return p
-    if kind == 'csv': return read_csv_folder(path, split, size, valid_pct=valid_pct, seed=seed, progress=progress)
-    return read_class_folders(path, split, size, valid_pct=valid_pct, seed=seed, progress=progress)
+    if kind == 'csv': return read_csv_folder(path, split, size, valid_pct=valid_pct, seed=seed, progress=progress, max_pixels=max_pixels)
+    return read_class_folders(path, split, size, valid_pct=valid_pct, seed=seed, progress=progress, max_pixels=max_pixels)
 
 # %% ../nbs/01_data.ipynb #b6fafb5e
+def h5_splits(root) -> dict:
+    "State of each split in HDF5 folder `root`: 'complete', 'absent', or what is missing and what to do about it."
+    out = {}
+    for s in SPLITS:
+        xy = pcam_h5_paths(root, s)[:2]
+        here = [p.exists() for p in xy]; gz = [p.with_name(p.name + '.gz').exists() for p in xy]
+        if all(here): out[s] = 'complete'
+        elif not any(here) and not any(gz): out[s] = 'absent'
+        else:
+            todo = [f"{p.name} is only compressed: `gunzip -k {_disp(p)}.gz`" if z else f"{p.name} is missing: fetch it with `pcam_download --splits {s} --dest {_disp(root)}`"
+                    for p, h, z in zip(xy, here, gz) if not h]
+            out[s] = 'incomplete: ' + '; '.join(todo)
+    return out
+
 def available_splits(source) -> list:
     "The splits `source` holds (a folder of class folders or a CSV without a split column holds 'train' and 'valid')."
     source = resolve_source(source)
     kind = source_kind(source)
     if kind == 'hdf5' and Path(source).is_file(): return [_file_split(source)] if _file_split(source) else []
-    if kind == 'hdf5': return [s for s in SPLITS if pcam_h5_paths(source, s)[0].exists()]
+    if kind == 'hdf5': return [s for s in SPLITS if any(p.exists() for p in pcam_h5_paths(source, s)[:2])]
     if kind == 'folders' and any(d.name.lower() in SPLITS + ('val',) for d in _class_dirs(Path(source))):
         return [s for s in SPLITS if any(d.name.lower() in (s, s[:3]) for d in _class_dirs(Path(source)))]
     if kind == 'csv':
-        df = pd.read_csv(_find_csv(Path(source)))
-        if 'split' in df: return [s for s in SPLITS if s in set(df['split'].astype(str).str.lower().replace({'val': 'valid'}))]
+        df = _read_table(_find_csv(Path(source)))
+        if 'split' in df: return [s for s in SPLITS if s in set(_norm_splits(df['split']))]
     return ['train', 'valid']
 
 def same_source(a, b) -> bool:
@@ -481,46 +824,110 @@ def same_source(a, b) -> bool:
     return (pa.parent if pa.is_file() else pa) == (pb.parent if pb.is_file() else pb)
 
 # %% ../nbs/01_data.ipynb #4156ffae
-def convert(source, dest, splits=None, size:int|None=None, compression:str|None=None, progress:bool=True) -> dict:
+def _split_list(splits) -> list|None:
+    "Split names from a string ('train valid', 'train,valid') or a list, checked and without repeats; None for none given."
+    if splits is None: return None
+    names = re.split(r'[\s,]+', splits.strip()) if isinstance(splits, str) else list(splits)
+    names = list(dict.fromkeys(s for s in names if s))
+    for s in names: _check_args(split=s)
+    return names or None
+
+def _no_splits(src:Path, kind:str) -> str:
+    "Why `src` holds no split, for the error message."
+    if kind == 'csv':
+        csv = _find_csv(src); col = _read_table(csv)['split']
+        return (f"{_disp(csv)}: its split column names none of train/valid/test: it holds {_split_counts(_norm_splits(col))} "
+                f"in {len(col)} rows")
+    if kind == 'hdf5': return f"{_disp(src)}: no split is complete ({'; '.join(f'{s}: {v}' for s, v in h5_splits(src).items())})"
+    return f"{_disp(src)}: holds no split"
+
+def _writable_dir(dest:Path):
+    "A clear error unless `dest` (or the folder it would be made in) can be written to."
+    d = dest
+    while not d.exists() and d != d.parent: d = d.parent
+    if not os.access(d, os.W_OK | os.X_OK):
+        fail(_disp(dest), f"cannot write to {'it' if d == dest else _disp(d)} (read-only or no permission)", "Pick a folder you can write to")
+
+def convert(source, dest, splits=None, size:int|None=None, compression:str|None=None, progress:bool=True,
+            overwrite:bool=False, max_pixels:int|None=None) -> dict:
     "Write `splits` (default: all the source has) of `source` to `dest` in the official PCam HDF5 layout."
+    splits = _split_list(splits)
+    _check_args(None, size, max_pixels); _check_compression(compression)
     dest = Path(dest)
-    if dest.resolve() == Path(source).resolve(): raise PCamError(f"{dest}: destination is the source; pick another folder")
-    splits = splits or available_splits(source)
+    if dest.exists() and not dest.is_dir(): fail(_disp(dest), "is a file, not a folder", "Pass a folder for the converted data")
+    src = Path(resolve_source(source))
+    kind = source_kind(src)
+    home = (src.parent if src.is_file() else src).resolve()
+    if dest.resolve() == home: fail(_disp(dest), "is the source folder", "Write the converted data to another folder")
+    if home in dest.resolve().parents: fail(_disp(dest), f"is inside the source folder {_disp(home)}", "Write the converted data outside the source")
+    asked = splits
+    if splits is None:
+        splits = available_splits(src)
+        if not splits:
+            raise PCamError(f"{_no_splits(src, kind)}. "
+                            + ("Name each row's split train, valid or test (val/validation count as valid)" if kind == 'csv' else "Complete the files first"))
+    if kind == 'hdf5' and src.is_dir():
+        bad = {s: v for s, v in h5_splits(src).items() if (asked is None or s in asked) and v.startswith('incomplete')}
+        if bad: fail(_disp(src), f"the {next(iter(bad))} split is {bad[next(iter(bad))]}", "Complete it, or leave it out with --splits")
+    if not overwrite:
+        for s in splits:
+            there = [p.name for p in pcam_h5_paths(dest, s)[:2] if p.exists()]
+            if there:
+                fail(_disp(dest), f"already holds the {s} split ({', '.join(there)})",
+                     "Pass --overwrite (overwrite=True) to replace it, or pick another folder")
+    _writable_dir(dest)
     out = {}
-    for s in splits:
-        p = load_patches(source, s, size, progress=progress)
-        write_pcam_h5(p, dest, s, compression, progress=progress)
-        out[s] = len(p)
+    with _interrupt_guard():
+        for s in splits:
+            p = load_patches(src, s, size, progress=progress, max_pixels=max_pixels)
+            write_pcam_h5(p, dest, s, compression, progress=progress)
+            out[s] = len(p)
     return out
 
 # %% ../nbs/01_data.ipynb #2b0df438
 @pcam_cli
 def pcam_convert(source:str,  # HDF5 folder, image folder with labels CSV, class folders, or 'synthetic'
                  dest:str,  # output folder (official PCam HDF5 layout)
-                 splits:str=None,  # space-separated splits (default: all the source has)
+                 splits:str=None,  # splits, separated by spaces or commas (default: all the source has)
                  size:int=None,  # resize images to SIZE x SIZE
-                 compression:str=None,  # 'gzip' for chunked, compressed files (default: contiguous, fastest)
-                 no_progress:store_true=False,  # no progress bars (logs, scripts)
+                 compression:str=None,  # 'gzip' or 'lzf' for chunked, compressed files (default: contiguous, fastest)
+                 overwrite:bool=False,  # replace splits that DEST already holds
+                 max_pixels:int=None,  # largest image to open, in pixels (default: Pillow's decompression-bomb limit)
+                 progress:bool=True,  # progress bars (--no-progress: none, for logs and scripts)
                 ):
     "Convert any supported data source to the official PCam HDF5 layout."
-    counts = convert(source, dest, splits.split() if splits else None, size, compression, progress=not no_progress)
-    for s, n in counts.items(): print(f"{s}: {n} patches -> {pcam_h5_paths(dest, s)[0]}")
+    counts = convert(source, dest, splits, size, compression, progress, overwrite, max_pixels)
+    for s, n in counts.items(): print(f"{s}: {n} patches -> {_disp(pcam_h5_paths(dest, s)[0])}")
 
 # %% ../nbs/01_data.ipynb #54024d2a
 @pcam_cli
 def pcam_info(source:str,  # any data source
-              splits:str='train valid test',  # splits to look at
-              size:int=None):  # resize folder images (needed when sizes differ)
-    "Print what a data source holds: splits, counts per class, patch shape."
-    kind = source_kind(source)
-    print(f"{source} ({kind})")
-    if kind == 'hdf5' and Path(source).is_file(): splits = _file_split(source) or splits  # a file holds one split
-    for s in splits.split():
-        try: p = load_patches(source, s, size, mode='memmap', progress=False)
-        except PCamError as e:
-            if 'file not found' in str(e) or 'no test split' in str(e) or 'has no rows of split' in str(e): continue
-            raise
+              splits:str=None,  # splits to look at, separated by spaces or commas (default: all)
+              size:int=None,  # resize folder images (needed when sizes differ)
+              max_pixels:int=None):  # largest image to open, in pixels (default: Pillow's decompression-bomb limit)
+    "Print what a data source holds: splits, counts per class, patch shape, and which class is the positive one."
+    want = _split_list(splits) or list(SPLITS)
+    _check_args(None, size, max_pixels)
+    src = resolve_source(source)
+    kind = source_kind(src)
+    print(f"{_disp(source)} ({kind})")
+    if kind == 'hdf5' and Path(src).is_file():  # a file holds one split
+        if not _file_split(src): fail(_disp(src), "is not an official PCam file name", "Pass the folder holding camelyonpatch_level_2_split_*.h5")
+        want = [_file_split(src)]
+    state = h5_splits(src) if kind == 'hdf5' and Path(src).is_dir() else {}
+    have, first = available_splits(src), None
+    for s in want:
+        if state.get(s, '').startswith('incomplete'): print(f"  {s:5}: {state[s]}"); continue
+        if s not in have: continue
+        p = load_patches(src, s, size, mode='memmap', progress=False, max_pixels=max_pixels)
         print(f"  {s:5}: {len(p):7} x {'x'.join(map(str, p.x.shape[1:]))}  {p.counts()}")
+        first = p if first is None else first
+    if first is None:
+        if splits: fail(_disp(source), f"holds none of the splits asked ({', '.join(want)})", f"It holds: {', '.join(have) or 'no split'}")
+        if any(v.startswith('incomplete') for v in state.values()): fail(_disp(source), "no split is complete", "Complete the files as listed above")
+        raise PCamError(f"{_no_splits(Path(src), kind)}. Name each row's split train, valid or test")
+    name, why = positive_class(first.classes)
+    if name is not None: print(f"  positive class (index 1, P(positive) in metrics and predictions): {name!r}, {why}")
 
 # %% ../nbs/01_data.ipynb #0c6af88c
 def load_speed(root, split:str='train', modes=('memory',), drop_cache:bool=False) -> pd.DataFrame:

@@ -1,5 +1,5 @@
-"Common functions for the end-to-end tests: run console scripts as a user would, find the real sample data."
-import os, shutil, subprocess, sys
+"Common functions for the end-to-end tests: run console scripts as a user would, find the real sample data, check what bad input leaves behind."
+import hashlib, io, os, shutil, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
 import pytest
 
@@ -42,8 +42,74 @@ def cli(*args, cwd=None, timeout=300, env=None):
                           env={**os.environ, 'MPLBACKEND': 'Agg', **(env or {})}, stdin=subprocess.DEVNULL)
 
 
-def assert_clean_error(r, *fragments):
-    "A failed CLI run with a one-line, helpful message and no traceback."
+def _forked(args, env, out, err):
+    "Start console script `args[0]` as its entry point runs it, in a forked child writing to files `out` and `err`; its pid."
+    from importlib.metadata import entry_points
+    (ep,) = entry_points(group='console_scripts', name=args[0])
+    main = ep.load()
+    pid = os.fork()
+    if pid: return pid
+    code = 1
+    try:   # the child: a fresh process in all but the interpreter's start-up (stdout strict UTF-8, stderr with escapes)
+        os.dup2(out.fileno(), 1); os.dup2(err.fileno(), 2)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, 'w', closefd=False), 'utf-8', 'strict', line_buffering=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, 'w', closefd=False), 'utf-8', 'backslashreplace', line_buffering=True)
+        sys.argv = [str(BIN/args[0]), *map(str, args[1:])]
+        os.environ.update({'MPLBACKEND': 'Agg', **(env or {})})
+        code = main()
+        code = 0 if code is None else code
+    except SystemExit as e:
+        code = 0 if e.code is None else e.code
+        if not isinstance(code, int): print(code, file=sys.stderr); code = 1
+    except BaseException: traceback.print_exc()
+    finally:
+        sys.stdout.flush(); sys.stderr.flush(); os._exit(code)
+
+
+def cli_many(calls, workers=4, timeout=300, env=None):
+    """Run many console-script calls (each a tuple of its args, as for `cli`), `workers` at a time; their CompletedProcesses.
+    Each runs in a child forked from this process, which has the package imported already: the same code, exit code
+    and output as `cli`, without seconds of interpreter start-up per call."""
+    res, running, todo = {}, {}, list(enumerate(calls))
+    while todo or running:
+        while todo and len(running) < workers:
+            i, args = todo.pop(0)
+            out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+            running[_forked(args, env, out, err)] = (i, args, out, err, time.time())
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            for p, (i, args, *_, t) in list(running.items()):
+                if time.time() - t > timeout: os.kill(p, 9)
+            time.sleep(0.005); continue
+        if pid not in running: continue
+        i, args, out, err, _ = running.pop(pid)
+        text = []
+        for f in (out, err): f.seek(0); text.append(f.read().decode('utf-8', 'replace')); f.close()
+        res[i] = subprocess.CompletedProcess([str(BIN/args[0]), *map(str, args[1:])], os.waitstatus_to_exitcode(status), *text)
+    return [res[i] for i in range(len(calls))]
+
+
+def assert_clean_error(r, *fragments, one_line=False):
+    "A failed CLI run with a helpful message (with `one_line`: exactly one line, 'error: ...', exit 2) and no traceback."
     assert r.returncode != 0, r.stdout + r.stderr
     assert 'Traceback' not in r.stderr, r.stderr
     for f in fragments: assert f in r.stderr, (f, r.stderr)
+    if one_line:
+        lines = [l for l in r.stderr.splitlines() if l.strip() and not l.startswith('note: ')]
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: '), r.stderr
+
+
+def tree_digest(folder):
+    "Hash of every file's relative path and bytes under `folder` (None if it does not exist): proof that it was left untouched."
+    folder = Path(folder)
+    if not folder.exists(): return None
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob('*')):
+        if f.is_file() and not f.is_symlink(): h.update(os.fsencode(f.relative_to(folder))); h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def leftovers(folder):
+    "Temporary files (.NAME.tmp-PID, as core's tmp_path names them) that writers left under `folder`."
+    folder = Path(folder)
+    return sorted(folder.rglob('.*.tmp-*')) if folder.exists() else []

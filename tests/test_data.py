@@ -1,20 +1,14 @@
 "End-to-end tests of the data layer's command-line tools (pcam_convert, pcam_info) on good and bad input."
-import hashlib, shutil
+import json, os, shutil
 from pathlib import Path
 
 import h5py, numpy as np, pytest
 from PIL import Image
 
-from conftest import cli, sample, assert_clean_error
-from pcam_nb.data import read_pcam_h5, read_csv_folder, pcam_h5_paths, load_patches
-
-
-def tree_digest(folder):
-    "Hash of every file's path and bytes under `folder`, to prove sources are left untouched."
-    h = hashlib.sha256()
-    for f in sorted(Path(folder).rglob('*')):
-        if f.is_file(): h.update(str(f.relative_to(folder)).encode()); h.update(f.read_bytes())
-    return h.hexdigest()
+from conftest import cli, sample, assert_clean_error, tree_digest, leftovers
+from pcam_nb.core import PCamError
+from pcam_nb.data import (read_pcam_h5, read_csv_folder, read_class_folders, read_image, pcam_h5_paths, load_patches,
+                          convert, write_pcam_h5, Patches, PCAM_CLASSES)
 
 
 @pytest.fixture
@@ -157,3 +151,173 @@ def test_real_sample_every_source_into_dataloaders(tmp_path):
         ids = [str(i).split('/')[-1].removesuffix('.jpg') for i in dls.valid_ds.ids]
         got[kind] = {i: (dls.valid_ds.x[k].sum().item(), int(dls.valid_ds.y[k])) for k, i in enumerate(ids)}
     assert got['csv'] == got['hdf5'] == got['folders']
+
+
+# --- labels of any dtype ------------------------------------------------------------------------------------------------
+Y = np.random.default_rng(0).permutation(np.r_[np.zeros(280), np.ones(232)]).astype(np.int64)   # a 280/232 split
+
+
+def h5_split(root, x, y, split='train', **y_attrs):
+    "Official file names holding `x` and `y` as given, the way other tools write them."
+    root = Path(root); root.mkdir(parents=True, exist_ok=True)
+    xp, yp, _ = pcam_h5_paths(root, split)
+    with h5py.File(xp, 'w') as f: f['x'] = x
+    with h5py.File(yp, 'w') as f:
+        f['y'] = y
+        for k, v in y_attrs.items(): f['y'].attrs[k] = v
+    return root
+
+
+@pytest.mark.parametrize('dtype', ['int64', 'int32', 'int8', 'uint16', 'float32', 'float64', '>i4', 'uint8'])
+def test_labels_read_by_their_dtype(dtype, tmp_path):
+    "Labels are read by the dataset's dtype (they were read byte by byte as uint8); conversion carries them over intact."
+    src = h5_split(tmp_path/'src', np.zeros((512, 8, 8, 3), np.uint8), Y.astype(dtype).reshape(-1, 1, 1, 1))
+    p = read_pcam_h5(src, 'train')
+    assert p.counts() == {'normal': 280, 'tumour': 232} and (p.y == Y).all()
+    convert(src, tmp_path/'out', progress=False)
+    assert (read_pcam_h5(tmp_path/'out', 'train').y == Y).all()
+
+
+def test_pcam_info_counts_int64_labels(tmp_path):
+    src = h5_split(tmp_path, np.zeros((512, 8, 8, 3), np.uint8), Y.reshape(-1, 1, 1, 1))
+    r = cli('pcam_info', src)
+    assert r.returncode == 0 and "{'normal': 280, 'tumour': 232}" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize('y,attrs,msg', [
+    (np.array([0, 0.5, 1]), {}, '1 labels are not whole numbers (row 1: 0.5)'),
+    (np.array([0, np.nan, 1]), {}, '(row 1: nan)'),
+    (np.array([True, False, True]), {}, 'labels have dtype bool'),
+    (np.array([0, 3, 3], np.int64), {'classes': json.dumps(PCAM_CLASSES)}, "labels 3 are outside the 2 classes ['normal', 'tumour']"),
+    (np.array([0, -1, 1], np.int32), {}, 'labels -1 are outside'),
+], ids=['half', 'nan', 'bool', 'beyond_classes', 'negative'])
+def test_labels_that_are_no_class_are_refused(y, attrs, msg, tmp_path):
+    src = h5_split(tmp_path, np.zeros((3, 8, 8, 3), np.uint8), y, **attrs)
+    with pytest.raises(PCamError, match='train_y.h5: ') as e: read_pcam_h5(src, 'train')
+    assert msg in str(e.value)
+
+
+# --- datasets replaced without asking -------------------------------------------------------------------------------------
+def test_convert_refuses_to_replace_a_split(class_folders, tmp_path):
+    convert(class_folders, tmp_path/'h5', size=32, progress=False)
+    before = tree_digest(tmp_path/'h5')
+    with pytest.raises(PCamError, match='already holds the train split .* Pass --overwrite'): convert(class_folders, tmp_path/'h5', progress=False)
+    assert tree_digest(tmp_path/'h5') == before
+    assert convert(class_folders, tmp_path/'h5', progress=False, overwrite=True) == {'train': 15, 'valid': 3}
+    assert read_pcam_h5(tmp_path/'h5', 'train').size == 40
+
+
+def test_convert_source_without_known_splits(csv_folder, tmp_path):
+    "A split column naming none of train/valid/test: exit 2 saying what it holds (it exited 0 having written nothing)."
+    csv = csv_folder/'train_labels.csv'
+    csv.write_text('id,label,split\n' + ''.join(f'p{i:03d},{i % 2},{"fold1" if i < 6 else "fold2"}\n' for i in range(10)))
+    r = cli('pcam_convert', csv_folder, tmp_path/'out')
+    assert_clean_error(r, "its split column names none of train/valid/test: it holds 'fold1' (6), 'fold2' (4) in 10 rows", one_line=True)
+    assert not (tmp_path/'out').exists()
+
+
+@pytest.mark.parametrize('where,msg', [('inside', 'is inside the source folder'), ('same', 'is the source folder'),
+                                       ('file', 'is a file, not a folder')])
+def test_convert_destination_checks(where, msg, class_folders, tmp_path):
+    dest = {'inside': class_folders/'h5', 'same': class_folders, 'file': tmp_path/'f'}[where]
+    if where == 'file': dest.write_text('')
+    before = tree_digest(class_folders)
+    with pytest.raises(PCamError, match=msg): convert(class_folders, dest, progress=False)
+    assert tree_digest(class_folders) == before
+
+
+# --- silent wrong results -------------------------------------------------------------------------------------------------
+def test_info_reports_incomplete_splits(tmp_path):
+    rng = np.random.default_rng(0)
+    p = Patches(rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8), [0, 1, 0, 1], PCAM_CLASSES)
+    for s in ('train', 'valid', 'test'): write_pcam_h5(p, tmp_path, s)
+    pcam_h5_paths(tmp_path, 'test')[1].unlink()                         # x without y
+    for f in pcam_h5_paths(tmp_path, 'train')[:2]: f.rename(f.with_name(f.name + '.gz'))   # not yet decompressed
+    r = cli('pcam_info', tmp_path)
+    assert r.returncode == 0 and 'valid:       4' in r.stdout, r.stdout + r.stderr
+    assert 'test : incomplete: camelyonpatch_level_2_split_test_y.h5 is missing: fetch it with `pcam_download --splits test --dest' in r.stdout
+    assert 'train: incomplete: camelyonpatch_level_2_split_train_x.h5 is only compressed: `gunzip -k' in r.stdout
+
+
+def test_16bit_png_scaled_to_8bit(tmp_path):
+    Image.fromarray(np.array([[0, 257, 32768, 65535]], np.uint16)).save(tmp_path/'a.png')
+    assert read_image(tmp_path/'a.png')[0, :, 0].tolist() == [0, 1, 128, 255]   # was [0, 255, 255, 255]
+
+
+def test_csv_repeated_ids(csv_folder, capsys):
+    csv = csv_folder/'train_labels.csv'; text = csv.read_text()
+    csv.write_text(text + 'p003,1\n')                                     # the same row again: counted once, with a note
+    assert len(read_csv_folder(csv_folder, 'train', progress=False)) + len(read_csv_folder(csv_folder, 'valid', progress=False)) == 10
+    assert "1 repeated rows (same id, label) counted once, e.g. id 'p003'" in capsys.readouterr().err
+    csv.write_text(text + 'p003,0\n')                                     # two labels for one image
+    with pytest.raises(PCamError, match=r"train_labels.csv: id 'p003' has 2 rows with different labels \['0', '1'\]"):
+        read_csv_folder(csv_folder, 'train', progress=False)
+
+
+def test_positive_class_is_named_not_sorted(tmp_path):
+    "negative/metastasis: metastasis is index 1, the positive class (sorted order made it 'negative'); pcam_info says so."
+    rng = np.random.default_rng(0)
+    for c in ('negative', 'metastasis'):
+        (tmp_path/'cf'/c).mkdir(parents=True)
+        for i in range(5): Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path/'cf'/c/f'{i}.png')
+    assert read_class_folders(tmp_path/'cf', progress=False).classes == ['negative', 'metastasis']
+    (tmp_path/'csv'/'images').mkdir(parents=True)
+    for c in ('negative', 'metastasis'):
+        for i in range(5): shutil.copy(tmp_path/'cf'/c/f'{i}.png', tmp_path/'csv'/'images'/f'{c}{i}.png')
+    (tmp_path/'csv'/'labels.csv').write_text('id,label\n' + ''.join(f'{c}{i},{c}\n' for c in ('negative', 'metastasis') for i in range(5)))
+    assert read_csv_folder(tmp_path/'csv', progress=False).classes == ['negative', 'metastasis']
+    r = cli('pcam_info', tmp_path/'csv')
+    assert "positive class (index 1, P(positive) in metrics and predictions): 'metastasis', a known positive name" in r.stdout, r.stdout + r.stderr
+
+
+# --- tracebacks instead of messages ---------------------------------------------------------------------------------------
+def test_empty_splits(tmp_path, csv_folder):
+    src = h5_split(tmp_path/'h5', np.zeros((0, 96, 96, 3), np.uint8), np.zeros((0, 1, 1, 1), np.uint8))
+    with pytest.raises(PCamError, match=r'train_x.h5: holds no patches \(0 rows\)'): load_patches(src, progress=False)
+    (csv_folder/'train_labels.csv').write_text('id,label\n')
+    with pytest.raises(PCamError, match=r'train_labels.csv: has a header \(id, label\) but no rows'): load_patches(csv_folder, progress=False)
+
+
+def test_decompression_bomb(tmp_path):
+    "Pillow's limit is named with the way to lift it for one run; Pillow's own setting is left as it is."
+    from PIL import Image as PILImage
+    import struct, zlib
+    chunk = lambda t, d: struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))
+    (tmp_path/'bomb.png').write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 20000, 10000, 8, 0, 0, 0, 0)) + chunk(b'IEND', b''))
+    limit = PILImage.MAX_IMAGE_PIXELS
+    with pytest.raises(PCamError, match=r'bomb.png: 200,000,000 pixels, over the limit of 178,956,970 .* --max-pixels 200000000'):
+        read_image(tmp_path/'bomb.png')
+    with pytest.raises(PCamError, match='unreadable image'): read_image(tmp_path/'bomb.png', max_pixels=3 * 10**8)   # past the limit
+    assert PILImage.MAX_IMAGE_PIXELS == limit
+
+
+def test_non_utf8_file_names(class_folders):
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(class_folders/'tumour'/os.fsdecode(b'\xff.png'))
+    with pytest.raises(PCamError, match=r'tumour/\\xff.png: the name is not valid UTF-8'): read_class_folders(class_folders, progress=False)
+
+
+def test_arguments_checked_before_reading(class_folders, tmp_path):
+    (class_folders/'tumour'/'0.png').write_text('broken')                # reading would fail on this image first
+    for kw, msg in ((dict(compression='zip'), "compression='zip'"), (dict(size=-1), 'size=-1'), (dict(max_pixels=0), 'max_pixels=0'),
+                    (dict(splits='train tset'), "Unknown split 'tset'")):
+        with pytest.raises(PCamError, match=msg): convert(class_folders, tmp_path/'out', progress=False, **kw)
+    assert not (tmp_path/'out').exists()
+
+
+def test_csv_that_is_not_a_csv(csv_folder):
+    (csv_folder/'train_labels.csv').write_bytes(b'\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR')
+    with pytest.raises(PCamError, match='train_labels.csv: is a binary file, not a CSV table'): load_patches(csv_folder, progress=False)
+
+
+# --- the contiguous reader ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('direct', [True, False], ids=['O_DIRECT', 'buffered'])
+def test_contiguous_reader(direct, tmp_path):
+    "Both paths of the reader give h5py's array, any dtype, at an unaligned offset, over many blocks, in fresh writable memory."
+    from pcam_nb.data import _read_contiguous
+    rng = np.random.default_rng(0)
+    for dtype, shape in ((np.uint8, (50, 16, 16, 3)), ('>i8', (5000,)), (np.float32, (300, 7))):
+        a = (rng.integers(0, 200, shape) if np.dtype(dtype).kind in 'iu' else rng.random(shape)).astype(dtype)
+        with h5py.File(tmp_path/'a.h5', 'w') as f: ds = f.create_dataset('a', data=a); off = ds.id.get_offset()
+        assert off % 4096 != 0
+        b = _read_contiguous(tmp_path/'a.h5', off, a.shape, a.dtype, block=8192, direct=direct)
+        assert b.dtype == a.dtype and (b == a).all() and b.flags.writeable
