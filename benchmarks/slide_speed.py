@@ -148,7 +148,9 @@ def main():
         slides = []
         for size in (a.size // 2, a.size):
             f = work/f'generated-{size}.tif'
-            if not f.exists(): gens[size] = sub('generate', slide=f, size=size)
+            g = f.with_suffix('.json')                         # generation figures, kept beside a reused slide
+            if not f.exists(): g.write_text(json.dumps(sub('generate', slide=f, size=size)))
+            gens[size] = json.loads(g.read_text())
             slides.append((f'generated {size:,} x {size:,} px, {MPP0} um/px', f))
         slides += [(Path(p).name, Path(p)) for p in a.real]
         for name, f in slides:
