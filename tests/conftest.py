@@ -25,6 +25,11 @@ def sample(name='pcam-sample'):
     return p
 
 
+def wsi_sample():
+    "The real whole-slide sample folder (WSI_SAMPLE), or skip."
+    return sample('wsi-sample')
+
+
 def quarto_env(timeout=600):
     "Environment with Quarto on PATH (`make quarto`: PATH, else .venv/bin/quarto, else the offline kit), or skip."
     if not shutil.which('make'): pytest.skip('make not found (it finds or installs Quarto: make quarto)')
