@@ -3,6 +3,7 @@
 -- page's one-line summary, which the GitHub-markdown title block leaves out, is put back under the title.
 local function into_nbs(url)
   if url:match('^%a[%w+.-]*:') or url:match('^[#/]') then return url end
+  if url:match('^index_files/') then return url end  -- figures of the index's own cells: nbdev_readme moves them beside README.md
   return 'nbs/' .. url
 end
 
