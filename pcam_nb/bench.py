@@ -257,7 +257,7 @@ def phases_md(prof:dict) -> str:
     return '\n'.join(lines)
 
 # %% ../nbs/10_bench.ipynb #5a63131c
-TARGETS = dict(vgg16_bn=0.95, resnet18=0.9)  # pipeline / ceiling, from the project's issue (on an H100)
+TARGETS = dict(vgg16_bn=0.95, resnet18=0.9)  # pipeline / ceiling: the project's targets (on an H100)
 
 def bench(data=None, archs=('vgg16_bn', 'resnet18'), bs:int=256, steps:int=200, warmup:int=30, per_item_steps:int=100,
           workers:int=8, n_train:int=262144, n_valid:int=32768, tta_n:int=32768, device=None, compile:bool|None=None,

@@ -40,6 +40,15 @@ def quarto_env(timeout=600):
     return {**os.environ, 'PATH': f"{os.environ.get('PATH', '')}{os.pathsep}{BIN}"}
 
 
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+    "A pcam_train run trained once per test session: simple_cnn, 1 epoch, 512 synthetic patches."
+    from pcam_nb.train import pcam_run
+    out = tmp_path_factory.mktemp('tiny-run')/'run'
+    pcam_run('synthetic', 'simple_cnn', epochs=1, out=out, limit=512, valid_limit=256, device='cpu', progress=False)
+    return out
+
+
 def cli(*args, cwd=None, timeout=300, env=None):
     "Run console script `args[0]` of this venv; returns the CompletedProcess (text)."
     exe = BIN/args[0]

@@ -89,7 +89,7 @@ def test_heatmap_json_and_png(server, tiny_run, patches):
     got = np.array([[np.nan if v is None else v for v in row] for row in j['probs']])
     assert (np.isnan(got) == np.isnan(ref)).all()
     np.testing.assert_allclose(got[~np.isnan(got)], ref[~np.isnan(ref)], atol=1e-4)
-    p = server.post('/v1/heatmap', files={'file': ('m.png', png(m), 'image/png')}, headers={'accept': 'image/png'})
+    p = server.post('/v1/heatmap?stride=96', files={'file': ('m.png', png(m), 'image/png')}, headers={'accept': 'image/png'})
     assert p.headers['content-type'] == 'image/png' and Image.open(io.BytesIO(p.content)).format == 'PNG'
     s = server.post('/v1/heatmap?stride=96&all_cells=true&format=json', files={'file': ('m.png', png(m), 'image/png')})
     assert s.json()['shape'] == [3, 3] and None not in sum(s.json()['probs'], [])
