@@ -47,7 +47,7 @@ def pcam_cli(f):
         if args or kwargs or not _is_command(f): return f(*args, **kwargs)
         ns = vars(cli_parser(f).parse_args([_dashed(a) for a in sys.argv[1:]]))
         for k in ('xtra', 'pdb'): ns.pop(k, None)
-        try: return f(**ns)
+        try: f(**ns)                                     # a command's result is its output, not its exit status
         except PCamError as e: print(f"error: {e}", file=sys.stderr); sys.exit(2)
     return _inner
 

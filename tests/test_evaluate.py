@@ -1,5 +1,5 @@
 "End-to-end tests of pcam_evaluate and checks of the metric code against scikit-learn."
-import json
+import json, re
 
 import numpy as np, pandas as pd, pytest, torch
 from sklearn.metrics import (roc_auc_score, roc_curve, accuracy_score, balanced_accuracy_score, f1_score, recall_score, log_loss)
@@ -115,7 +115,7 @@ def test_evaluate_cli(run, tmp_path):
     assert drop(v1) == drop(v2)
     r4 = cli('pcam_evaluate', out, out, '--compare', '--split', 'test', '--no-progress')
     assert r4.returncode == 0, r4.stderr[-3000:]
-    assert r4.stdout.count('simple_cnn') == 2 and '| run |' in r4.stdout
+    assert r4.stdout.count('simple_cnn') == 2 and re.search(r'^\| run +\|', r4.stdout, re.M)
 
 
 def test_evaluate_a_single_file_and_fresh_compare(run):
