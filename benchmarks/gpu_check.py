@@ -8,7 +8,7 @@ can be stopped and every step starts with an empty GPU):
 
 1. `pcam_train --data DATA --arch vgg16_bn --epochs E`: the default recipe; E is the recipe's 30 epochs when they
    fit the time left for training, else fewer (planned from the train split's size, see `plan_epochs`).
-2. `pcam_evaluate RUN --split valid --tta` (bootstrap CIs, D4 TTA, calibration), and the same on the test split when
+2. `pcam_evaluate RUN --split valid` (bootstrap CIs, D4 TTA on by default, calibration), and the same on the test split when
    DATA has one.
 3. `pcam_bench` on a synthetic split of 32,768 patches (generated once, reused): compute ceiling vs the fastai
    pipeline vs a per-item pipeline, one epoch, loading, D4-TTA time. Eager mode (`--bench-compile` compiles).
@@ -35,7 +35,7 @@ MARGIN_S = 15           # left at the end for the summary and for estimates that
 TRAIN_RATE = 8000       # planned train img/s of vgg16_bn
 TRAIN_START_S = 35      # process start, data to the GPU, model build, first-epoch autotuning
 EPOCH_EXTRA_S = 1.0     # validation pass start, metrics, checkpoint per epoch
-EVAL_S = dict(valid=40, test=60)  # pcam_evaluate --tta with 1,000 bootstrap resamples, process start included
+EVAL_S = dict(valid=40, test=60)  # pcam_evaluate (D4 TTA) with 1,000 bootstrap resamples, process start included
 # pcam_bench plans: full (two architectures) and short (vgg16_bn alone, fewer steps); seconds with the data present.
 BENCH = dict(full=dict(archs='vgg16_bn,resnet18', steps=100, warmup=20, per_item_steps=50, seconds=150),
              short=dict(archs='vgg16_bn', steps=50, warmup=10, per_item_steps=20, seconds=75))
@@ -315,7 +315,7 @@ def check(a, argv) -> int:
             if tr['status'] != 'done': c.skip(f'evaluate_{s}', 'training did not finish'); continue
             need = EVAL_S[s] if not a.smoke else 10
             if c.left() - MARGIN_S < need / 2: c.skip(f'evaluate_{s}', f'{c.left():.0f} s left of the budget'); continue
-            r = c.run(f'evaluate_{s}', ['pcam_evaluate', run, '--split', s, '--tta', '--no-plots', '--no-progress',
+            r = c.run(f'evaluate_{s}', ['pcam_evaluate', run, '--split', s, '--no-plots', '--no-progress',
                                         *(SMOKE_EVAL if a.smoke else [])], max(need * 2, c.left() - MARGIN_S - BENCH['short']['seconds']))
             ev[s] = eval_figures(_read(run/f'eval_{s}.json')) if r['status'] == 'done' else None
 

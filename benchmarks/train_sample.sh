@@ -4,7 +4,7 @@
 #     PCAM_SAMPLE=/path/to/pcam-sample bash benchmarks/train_sample.sh
 # (PCAM_SAMPLE: the sample's folder; not needed once H5, default data/pcam-sample-h5, holds its HDF5 conversion.)
 # Writes runs/sample-<arch>/ and benchmarks/train_sample.md (per-epoch history and a summary table), then evaluates
-# each run on the valid split with and without D4 TTA (pcam_evaluate --tta) into benchmarks/eval_sample.md.
+# each run on the valid split with and without D4 TTA (pcam_evaluate, whose TTA is on by default) into benchmarks/eval_sample.md.
 # Both summaries are rewritten after every architecture, over every finished run, so a stopped run of this script
 # keeps what it finished.
 # Goes on where it stopped: a run that was trained and evaluated is kept, a trained one is evaluated, a killed one
@@ -48,7 +48,7 @@ ev = [r for r in runs if (r/'eval_valid.json').exists()]
 if ev:
     reps = [json.loads((r/'eval_valid.json').read_text()) for r in ev]
     out = ["# Evaluation on the real PCam sample's valid split (3,000 patches), with and without D4 TTA", "",
-           f"Machine: {', '.join(machines)}. Command: {cmd} (pcam_evaluate RUN --split valid --tta).",
+           f"Machine: {', '.join(machines)}. Command: {cmd} (pcam_evaluate RUN --split valid).",
            "The valid split also chose each run's best epoch, so the figures are slightly optimistic.", "",
            compare_runs(ev, 'valid').to_markdown(index=False), "",
            "| run | D4-TTA inference, s per 1,000 patches | ECE before -> after temperature (plain) |", "|---|---|---|"]
@@ -73,7 +73,7 @@ one() {  # train (or resume, or keep) and evaluate one architecture; non-zero on
     # shellcheck disable=SC2086
     "$BIN/pcam_train" --data "$H5" --arch "$arch" --out "$r" --no-progress $TRAIN_ARGS || return 1
   fi
-  "$BIN/pcam_evaluate" "$r" --split valid --tta --no-progress || return 1
+  "$BIN/pcam_evaluate" "$r" --split valid --no-progress || return 1
 }
 
 failed=""

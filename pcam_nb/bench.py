@@ -5,23 +5,25 @@
 # %% ../nbs/10_bench.ipynb #1112a51d
 from __future__ import annotations
 from .core import PCamError, pcam_cli, environment, atomic_write, write_json, write_text
+from .download import writable_folder
 import json as _json, os, sys, platform, subprocess, time, warnings
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from fastai.callback.core import Callback, CancelTrainException, CancelValidException
 from fastai.torch_core import set_seed
-from fastcore.script import store_true
 
 from .data import pcam_h5_paths, data_dir, load_patches
 from .synth import make_synthetic
 from .loaders import pcam_dls, patch_dls, PatchTensors
 from .models import create_model, arch_info
 from .train import pcam_learner
+from .evaluate import check_device
 
 # %% auto #0
 __all__ = ['PHASES', 'TARGETS', 'ceiling', 'pipeline_speed', 'H5Patches', 'typical_tfms', 'per_item_speed', 'drop_page_cache',
            'load_seconds', 'epoch_seconds', 'tta_seconds', 'ensure_data', 'PhaseMarks', 'device_intervals',
-           'phase_table', 'profile_epoch', 'phases_md', 'bench', 'bench_md', 'pcam_bench']
+           'phase_table', 'profile_epoch', 'phases_md', 'check_bench_args', 'bench_arch', 'first_arch_extras', 'bench',
+           'bench_md', 'pcam_bench']
 
 # %% ../nbs/10_bench.ipynb #146bfd74
 def _sync(device):
@@ -256,50 +258,76 @@ def phases_md(prof:dict) -> str:
                  else 'no device time (CPU run).')]
     return '\n'.join(lines)
 
-# %% ../nbs/10_bench.ipynb #5a63131c
-TARGETS = dict(vgg16_bn=0.95, resnet18=0.9)  # pipeline / ceiling: the project's targets (on an H100)
+# %% ../nbs/10_bench.ipynb #327657cf
+def _count(k, v, lo=1) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise PCamError(f"{k.replace('_', '-')}={v!r}: must be a whole number >= {lo}")
+    return int(v)
 
-def bench(data=None, archs=('vgg16_bn', 'resnet18'), bs:int=256, steps:int=200, warmup:int=30, per_item_steps:int=100,
-          workers:int=8, n_train:int=262144, n_valid:int=32768, tta_n:int=32768, device=None, compile:bool|None=None,
-          profile=None, progress:bool=True, seed:int=0) -> dict:
-    "Ceiling, project pipeline and per-item pipeline per arch; full epoch, load and D4-TTA seconds for the first arch."
-    dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    compile = dev.type == 'cuda' if compile is None else compile
+def check_bench_args(archs, bs=256, steps=200, warmup=30, per_item_steps=100, workers=8, n_train=262144, n_valid=32768,
+                     tta_n=32768, device=None) -> torch.device:
+    "Raise `PCamError` naming the first bad setting; returns the device."
+    if isinstance(archs, str) or not list(archs): raise PCamError(f"archs={archs!r}: give at least one architecture (--archs vgg16_bn,resnet18)")
     for a in archs:
         try: arch_info(a)
         except ValueError as e: raise PCamError(str(e)) from None
+    for k, v in dict(bs=bs, steps=steps, per_item_steps=per_item_steps, n_train=n_train, n_valid=n_valid, tta_n=tta_n).items(): _count(k, v)
+    _count('warmup', warmup, 0); _count('workers', workers, 0)
+    if n_train < bs: raise PCamError(f"n-train={n_train} is less than one batch (bs={bs}): pass a larger --n-train or a smaller --bs")
+    return check_device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+
+# %% ../nbs/10_bench.ipynb #7585858a
+def bench_arch(learn, root, arch:str, bs:int, steps:int=200, warmup:int=30, per_item_steps:int=100, workers:int=8) -> dict:
+    "Images/s of the ceiling (plain and fused AdamW), the project's pipeline and the per-item pipeline of `arch` (`learn`'s model), and their ratios."
+    dev = torch.device(learn.dls.device or 'cpu')
+    r = dict(ceiling=ceiling(learn, bs, steps, warmup))
+    r['ceiling_fused_adamw'] = ceiling(learn, bs, steps, warmup, fused=True)
+    r['pipeline'] = pipeline_speed(learn, steps, warmup)
+    r['per_item'] = per_item_speed(root, arch, bs, min(per_item_steps, steps), min(warmup, 10), workers, dev)
+    r['pipeline/ceiling'] = r['pipeline'] / r['ceiling']
+    r['pipeline/per_item'] = r['pipeline'] / r['per_item']
+    return r
+
+def first_arch_extras(learn, arch:str, tta_n:int, profile=None, say=print) -> dict:
+    "The full-size epoch and the D4-TTA timing of `learn`, and (into folder `profile`) a profile of one epoch."
+    res = dict(epoch=dict(arch=arch, **epoch_seconds(learn)))
+    say(f"{arch} full epoch: {res['epoch']['train_seconds']:.2f} s training, {res['epoch']['seconds']:.2f} s with validation")
+    res['tta'] = dict(arch=arch, **tta_seconds(learn, tta_n))
+    say(f"{arch} D4-TTA over {res['tta']['n']} patches: {res['tta']['seconds']:.2f} s")
+    if profile:
+        res['profile'] = profile_epoch(learn, profile)
+        say(phases_md(res['profile']))
+    return res
+
+# %% ../nbs/10_bench.ipynb #944bb8a7
+TARGETS = dict(vgg16_bn=0.95, resnet18=0.9)  # pipeline / ceiling: the project's targets (stated for an H100)
+
+def bench(data=None, archs=('vgg16_bn', 'resnet18'), bs:int=256, steps:int=200, warmup:int=30, per_item_steps:int=100,
+          workers:int=8, n_train:int=262144, n_valid:int=32768, tta_n:int=32768, device=None, compile:bool=True,
+          profile=None, progress:bool=True, seed:int=0) -> dict:
+    "Ceiling, project pipeline and per-item pipeline per arch; full epoch, load and D4-TTA seconds for the first arch."
+    archs = list(archs)
+    dev = check_bench_args(archs, bs, steps, warmup, per_item_steps, workers, n_train, n_valid, tta_n, device)
+    compile = bool(compile) and dev.type == 'cuda'
     root = ensure_data(data or data_dir()/'bench', n_train, n_valid, progress)
-    res = dict(env=environment(dev), settings=dict(data=str(root), archs=list(archs), bs=bs, steps=steps, warmup=warmup,
+    res = dict(env=environment(dev), settings=dict(data=str(root), archs=archs, bs=bs, steps=steps, warmup=warmup,
                per_item_steps=per_item_steps, workers=workers, n_train=n_train, n_valid=n_valid, tta_n=tta_n,
                compile=compile, precision='bf16 autocast, bf16 channels-last input' if dev.type == 'cuda' else 'float32',
                per_item_precision='float32, NCHW, eager'), archs={})
     say = print if progress else (lambda *a: None)
-    res['load'] = load_seconds(root, dev, cold=dev.type == 'cuda')  # (never drop a shared CPU box's cache)
+    res['load'] = load_seconds(root, dev, cold=dev.type == 'cuda')  # (cold reads on a GPU node only: dropping the page cache needs root)
     say(f"load train split to {dev}: {res['load']['seconds']:.2f} s ({res['load']['MB']:.0f} MB, cold cache: {res['load']['cold']})")
     set_seed(seed)
     dls = pcam_dls(root, bs=bs, device=dev, progress=False)
     if len(dls.train) < warmup + steps:
         raise PCamError(f"{root}: the train split gives {len(dls.train)} batches of {bs}; warmup + steps = {warmup + steps} "
-                            "needed: use fewer steps or a larger --n-train")
+                        "needed: use fewer steps or a larger --n-train")
     for i, arch in enumerate(archs):
         learn = pcam_learner(dls, arch, compile=compile)
         if not progress: learn.remove_cb(learn.progress); learn.logger = lambda *a, **k: None
-        r = dict(ceiling=ceiling(learn, bs, steps, warmup))
-        r['ceiling_fused_adamw'] = ceiling(learn, bs, steps, warmup, fused=True)
-        r['pipeline'] = pipeline_speed(learn, steps, warmup)
-        r['per_item'] = per_item_speed(root, arch, bs, min(per_item_steps, steps), min(warmup, 10), workers, dev)
-        r['pipeline/ceiling'] = r['pipeline'] / r['ceiling']
-        r['pipeline/per_item'] = r['pipeline'] / r['per_item']
-        res['archs'][arch] = r
+        res['archs'][arch] = r = bench_arch(learn, root, arch, bs, steps, warmup, per_item_steps, workers)
         say(f"{arch}: " + ', '.join(f"{k} {v:,.0f} img/s" if '/' not in k else f"{k} {v:.3f}" for k, v in r.items()))
-        if i == 0:
-            res['epoch'] = dict(arch=arch, **epoch_seconds(learn))
-            say(f"{arch} full epoch: {res['epoch']['train_seconds']:.2f} s training, {res['epoch']['seconds']:.2f} s with validation")
-            res['tta'] = dict(arch=arch, **tta_seconds(learn, tta_n))
-            say(f"{arch} D4-TTA over {res['tta']['n']} patches: {res['tta']['seconds']:.2f} s")
-            if profile:
-                res['profile'] = profile_epoch(learn, profile)
-                say(phases_md(res['profile']))
+        if i == 0: res.update(first_arch_extras(learn, arch, tta_n, profile, say))
         del learn
         if dev.type == 'cuda': torch.cuda.empty_cache()
     return res
@@ -348,18 +376,20 @@ def pcam_bench(json:str=None,  # write the results to this JSON file (required)
                n_valid:int=32768,  # patches in the valid split (32,768 = PCam's); TTA runs over it
                tta_n:int=32768,  # patches for the D4-TTA timing
                device:str=None,  # 'cuda' or 'cpu' (default: CUDA if available)
-               no_compile:store_true=False,  # do not torch.compile (default: compile on CUDA)
-               profile:str=None,  # write a torch.profiler trace of training batches to this folder
-               no_progress:store_true=False,  # quiet
+               compile:bool=True,  # torch.compile the models on CUDA, never on the CPU (--no-compile: eager)
+               profile:str=None,  # write a torch.profiler trace of one epoch to this folder
+               progress:bool=True,  # progress and figures as they come (--no-progress: quiet)
               ):
     "Side-by-side throughput of the compute ceiling, the project's fastai pipeline and a typical per-item pipeline."
     if not json: raise PCamError("--json FILE is required: where to write the results")
-    archs = [a for a in archs.split(',') if a]
-    res = bench(data, archs, bs, steps, warmup, per_item_steps, workers, n_train, n_valid, tta_n, device,
-                False if no_compile else None, profile, not no_progress)
-    out = Path(json); out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, res)
+    archs, out = [a for a in archs.split(',') if a], Path(json)
+    check_bench_args(archs, bs, steps, warmup, per_item_steps, workers, n_train, n_valid, tta_n, device)
+    if out.is_dir(): raise PCamError(f"{out}: is a folder. Pass --json with a file name (benchmarks/bench.json)")
     mdp = Path(md) if md else out.with_suffix('.md')
+    writable_folder(out.parent, '--json'); writable_folder(mdp.parent, '--md')
+    if profile: writable_folder(profile, '--profile')
+    res = bench(data, archs, bs, steps, warmup, per_item_steps, workers, n_train, n_valid, tta_n, device, compile, profile, progress)
+    write_json(out, res)
     cmd = 'pcam_bench ' + ' '.join(sys.argv[1:]) if sys.argv[0].endswith('pcam_bench') else f'pcam_bench --json {out}'
     write_text(mdp, bench_md(res, cmd))
     print(f"wrote {out} and {mdp}")

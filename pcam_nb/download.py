@@ -8,14 +8,14 @@ import csv, errno, gzip, hashlib, http.client, os, re, shutil, socket, sys, temp
 from pathlib import Path
 
 import numpy as np, h5py
-from fastcore.script import call_parse, is_cli
 from fastprogress.fastprogress import progress_bar
-from .core import PCamError, tmp_path
+from .core import PCamError, pcam_cli, tmp_path
 from .data import SPLITS, pcam_h5_paths, read_pcam_h5
 
 # %% auto #0
 __all__ = ['PCAM_RECORD', 'PCAM_BASE_URL', 'PCAM_SIZES', 'PCAM_FILES', 'pcam_file_names', 'pcam_urls', 'file_md5', 'read_md5sums',
-           'download_file', 'gunzip_atomic', 'check_pcam_h5', 'check_csv', 'fetch_split', 'pcam_download']
+           'download_file', 'gunzip_atomic', 'check_pcam_h5', 'check_csv', 'fetch_split', 'writable_folder',
+           'pcam_download']
 
 # %% ../nbs/02_download.ipynb #be25f1f1
 PCAM_RECORD = 'https://zenodo.org/records/2546921'  # the Zenodo record page of PCam
@@ -98,7 +98,7 @@ def _offline(url, err, dest):
     return PCamError(
         f"Cannot reach {url} ({err}). Check the internet connection (and proxy settings), or download the file by hand "
         f"from {PCAM_RECORD} into {Path(dest).parent.resolve()} and run again to verify and unpack it, "
-        f"or pass --base_url (base_url=) to use a mirror")
+        f"or pass --base-url (base_url=) to use a mirror")
 
 def _open(url, offset, timeout, dest):
     "Send the request for bytes `offset`.. of `url`; failures before an answer raise `PCamError` at once."
@@ -173,6 +173,14 @@ def _verified(path, md5, check, progress) -> bool:
         except PCamError: return False
     return path.stat().st_size > 0 or bool(md5 or check)
 
+def _check_transfer(timeout, retries):
+    "Raise `PCamError` for a `timeout` that is not a positive number of seconds or `retries` that is not a count >= 0."
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise PCamError(f"timeout={timeout!r}: must be a number of seconds > 0. Pass --timeout 10 (the default) or more")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise PCamError(f"retries={retries!r}: must be a whole number >= 0 (automatic resumes of a broken transfer). "
+                        "Pass --retries 0 to stop at the first break")
+
 # %% ../nbs/02_download.ipynb #ced6e7c9
 def download_file(url:str, # the URL to fetch
                   dest, # final path of the file
@@ -185,6 +193,7 @@ def download_file(url:str, # the URL to fetch
                   chunk_size:int=1<<20, # bytes per read
                  ) -> Path:
     "Download `url` to `dest` through a resumable `dest.part`; the file takes its name only once verified."
+    _check_transfer(timeout, retries)
     dest = Path(dest)
     part = dest.with_name(dest.name + '.part')
     if dest.exists() and not force:
@@ -320,18 +329,20 @@ def fetch_split(dest, # folder for the files
     return xp, yp, (mp if meta else None)
 
 # %% ../nbs/02_download.ipynb #b4083ee3
-def _writable(dest) -> Path:
-    "`dest` as a folder that exists and can be written to, or a `PCamError`."
+def writable_folder(dest, flag:str='--dest') -> Path:
+    "`dest` as a folder that exists (created if missing) and can be written to, or a `PCamError` naming it and `flag`."
     dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise PCamError(f"{dest}: is a file, not a folder. Pass {flag} with a folder (it is created if missing)")
     try:
         dest.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=dest): pass
     except OSError as e:
-        raise PCamError(f"{dest}: cannot write there ({e.strerror or e}). Pass --dest with a folder you can write to") from None
+        raise PCamError(f"{dest}: cannot write there ({e.strerror or e}). Pass {flag} with a folder you can write to") from None
     return dest
 
 # %% ../nbs/02_download.ipynb #f8a92f85
-@call_parse
+@pcam_cli
 def pcam_download(dest:str='data/pcam', # folder for the files (created if missing)
                   splits:str='train valid test', # splits to fetch, separated by spaces or commas
                   base_url:str=PCAM_BASE_URL, # where the files are served: Zenodo, a mirror, a local server
@@ -341,14 +352,13 @@ def pcam_download(dest:str='data/pcam', # folder for the files (created if missi
                   md5:str=None, # checksum file in `md5sum` format (or a dict) replacing the official MD5s
                   timeout:float=10, # seconds to wait for the server before giving up
                   retries:int=3, # automatic resumes of a broken transfer
-                  quiet:bool=False, # no progress bars
+                  progress:bool=True, # show progress bars (--no-progress: quiet)
                  ):
     "Download PCam (Zenodo record 2546921) into `dest`: resumable, MD5-verified, decompressed atomically."
+    _check_transfer(timeout, retries)
+    splits, dest = _splits(splits), writable_folder(dest)
+    table = read_md5sums(md5) if isinstance(md5, (str, Path)) else md5
     try:
-        splits, dest = _splits(splits), _writable(dest)
-        table = read_md5sums(md5) if isinstance(md5, (str, Path)) else md5
-        for s in splits: fetch_split(dest, s, base_url, meta, keep_gz, force, table, timeout, retries, not quiet)
-    except (PCamError, KeyboardInterrupt) as e:
-        if not is_cli(pcam_download): raise  # called from Python
-        if isinstance(e, KeyboardInterrupt): print("interrupted: run again to resume", file=sys.stderr); sys.exit(130)
-        print(f"error: {e}", file=sys.stderr); sys.exit(2)
+        for s in splits: fetch_split(dest, s, base_url, meta, keep_gz, force, table, timeout, retries, progress)
+    except KeyboardInterrupt:
+        raise PCamError(f"{dest}: interrupted. What was received is kept (.part files): run again to resume") from None

@@ -9,7 +9,7 @@ import json, math, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
 import matplotlib.pyplot as plt
-from fastcore.script import Param, store_true
+from fastcore.script import Param
 from fastai.torch_core import default_device
 from fastai.vision.core import imagenet_stats
 from fastai.callback.hook import hook_output
@@ -20,10 +20,12 @@ from .loaders import PatchDL, PatchTensors, batch_tfms, outline_centre
 from .runs import run_config, run_stats, load_model
 
 # %% auto #0
-__all__ = ['eval_dl', 'predict_logits', 'tta_probs', 'roc_auc', 'bootstrap_weights', 'auc_ci', 'threshold_at_sensitivity',
-           'calibration_bins', 'ece', 'nll', 'classification_metrics', 'rotation_robustness', 'fit_temperature',
-           'calibrated_probs', 'plot_roc', 'plot_confusion', 'plot_reliability', 'plot_mistakes', 'grad_cam',
-           'plot_grad_cam', 'evaluate_run', 'compare_runs', 'pcam_evaluate']
+__all__ = ['eval_dl', 'inference_model', 'predict_logits', 'tta_probs', 'roc_auc', 'bootstrap_weights', 'auc_ci',
+           'threshold_at_sensitivity', 'calibration_bins', 'ece', 'nll', 'classification_metrics',
+           'rotation_robustness', 'fit_temperature', 'calibrated_probs', 'plot_roc', 'plot_confusion',
+           'plot_reliability', 'plot_mistakes', 'grad_cam', 'plot_grad_cam', 'check_device', 'eval_patches',
+           'split_note', 'report_metrics', 'calibration_report', 'write_report', 'evaluate_run', 'compare_runs',
+           'pcam_evaluate']
 
 # %% ../nbs/09_evaluate.ipynb #39c79f5a
 def eval_dl(p:Patches, stats, bs:int=256, device=None) -> PatchDL:
@@ -33,18 +35,25 @@ def eval_dl(p:Patches, stats, bs:int=256, device=None) -> PatchDL:
                    device=device)  # predict_logits runs the model on the loader's device
 
 # %% ../nbs/09_evaluate.ipynb #927a040d
+def inference_model(model):
+    "The module to predict with: an equivariant model's plain-PyTorch export (the same logits, less overhead), else `model`."
+    return model.export() if callable(getattr(model, 'export', None)) else model
+
 @torch.no_grad()
-def predict_logits(model, dl, tta:bool=True, progress:bool=True) -> torch.Tensor:
+def predict_logits(model, dl, tta:bool=True, progress:bool=True, chunk:int|None=None) -> torch.Tensor:
     "Logits (float32, on the CPU) of `model` over `dl`: N x 8 x C for the 8 D4 views if `tta`, else N x 1 x C."
     dev = dl.device if dl.device is not None else torch.device('cpu')
     model = model.to(dev).to(memory_format=torch.channels_last).eval()
-    ks, out = (range(8) if tta else [0]), []
+    ks, out, i = (range(8) if tta else [0]), None, 0
+    chunk = chunk or (None if dev.type == 'cuda' else 256)   # images per forward pass (None: the whole 8 x bs)
     for xb, *_ in (progress_bar(dl, leave=False) if progress else dl):
-        xs = torch.cat([d4(xb, k) for k in ks]).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == 'cuda'):
-            o = model(xs)
-        out.append(o.float().view(len(ks), len(xb), -1).transpose(0, 1))
-    return torch.cat(out).cpu()
+        for sub in xb.split(len(xb) if chunk is None else max(1, chunk // len(ks))):
+            xs = torch.cat([d4(sub, k) for k in ks]).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == 'cuda'):
+                o = model(xs).float().view(len(ks), len(sub), -1).transpose(0, 1)
+            if out is None: out = torch.empty(len(dl.dataset), len(ks), o.shape[-1], device=dev)   # one block: no heap of small pieces
+            out[i:i + len(sub)] = o; i += len(sub)
+    return out[:i].cpu() if out is not None else torch.empty(0, len(ks), 0)
 
 def tta_probs(model, dl, progress:bool=False) -> torch.Tensor:
     "Class probabilities of the 8 D4 views of every patch in `dl`: N x 8 x C."
@@ -276,77 +285,83 @@ def plot_grad_cam(model, p:Patches, idx, stats, fname=None):
     fig.tight_layout()
     return save_figure(fig, fname)
 
-# %% ../nbs/09_evaluate.ipynb #bd77de07
+# %% ../nbs/09_evaluate.ipynb #63d444a9
+def _is_num(v) -> bool: return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+def _check_eval_args(threshold=0.5, target_sensitivity=0.95, n_boot=1000, bs=256, limit=None):
+    "Raise `PCamError` naming the first evaluation setting outside its range."
+    if not (isinstance(n_boot, (int, np.integer)) and not isinstance(n_boot, bool) and n_boot >= 1):
+        raise PCamError(f"n_boot={n_boot!r}: the number of bootstrap resamples must be a whole number >= 1. "
+                        "Pass --n-boot 1000 (the default) or 200 for a quick look")
+    if not (_is_num(target_sensitivity) and 0 < target_sensitivity < 1):
+        raise PCamError(f"target_sensitivity={target_sensitivity!r}: must lie strictly between 0 and 1. "
+                        "Pass --target-sensitivity 0.95 (find 95% of the tumour patches)")
+    if not (_is_num(threshold) and 0 <= threshold <= 1):
+        raise PCamError(f"threshold={threshold!r}: a threshold on P(tumour) lies between 0 and 1. Pass --threshold 0.5")
+    for k, v in (('bs', bs), ('limit', limit)):
+        if v is not None and not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1):
+            raise PCamError(f"{k}={v!r}: must be a whole number >= 1")
+
+def check_device(device=None) -> torch.device:
+    "`device` as a torch device (default: fastai's, CUDA when there is one), or a `PCamError` if this machine has no such device."
+    if device is None: return default_device()
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError): raise PCamError(f"device={device!r}: not a device. Pass --device cuda or --device cpu") from None
+    if d.type == 'cuda' and not torch.cuda.is_available(): raise PCamError(f"device={device!r}: there is no CUDA GPU here. Pass --device cpu")
+    if d.type not in ('cpu', 'cuda'): raise PCamError(f"device={device!r}: pcam_nb runs on 'cuda' or 'cpu'")
+    return d
+
+# %% ../nbs/09_evaluate.ipynb #1573e2a4
 def _default_split(data) -> str:
     "The held-out test split when `data` has one, else valid."
     return 'test' if 'test' in available_splits(data) else 'valid'
 
-def _round(d):
-    if isinstance(d, dict): return {k: _round(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)): return [_round(v) for v in d]
-    return round(d, 6) if isinstance(d, float) else d
-
-def evaluate_run(run_dir, data=None, split:str|None=None, tta:bool=True, bs:int=256, device=None, limit:int|None=None,
-                 threshold:float=0.5, target_sensitivity:float=0.95, n_boot:int=1000, seed:int=0,
-                 calibrate:bool=True, plots:bool=True, progress:bool=True) -> dict:
-    "Evaluate the best model of `run_dir` on `split` of `data` (default: the run's data); write the report files."
-    run_dir = Path(run_dir)
+def eval_patches(run_dir, data=None, split:str|None=None, limit:int|None=None, seed:int=0, progress:bool=True):
+    "`(config, data, split, patches)`: `split` (default: test if `data` has one, else valid) of `data` (default: the run's data)."
     cfg = run_config(run_dir)
     data = str(data or cfg['data'])
     split = split or _default_split(data)
-    device = torch.device(device) if device else default_device()
-    model = load_model(run_dir, device='cpu')
     p = load_patches(data, split, cfg.get('size'), progress=progress).limit(limit, seed)
     if list(p.classes) != list(cfg['classes']):
         raise PCamError(f"{data} ({split}): classes {p.classes} differ from the run's {cfg['classes']}; "
-                            "evaluate on data with the same classes")
+                        "evaluate on data with the same classes")
     if p.size != cfg['img_size']:
         raise PCamError(f"{data} ({split}): patches are {p.size} px but {run_dir} was trained on {cfg['img_size']} px; "
-                            "pass data of that size")
-    stats = run_stats(cfg)
-    dl = eval_dl(p, stats, bs, device)
-    t0 = time.perf_counter()
-    # equivariant models predict through their plain-PyTorch export (same logits, less overhead); Grad-CAM uses the original
-    logits = predict_logits(model.export() if callable(getattr(model, 'export', None)) else model, dl, tta=tta, progress=progress)
-    if device.type == 'cuda': torch.cuda.synchronize(device)
-    secs = time.perf_counter() - t0
-    groups = p.meta['wsi'].to_numpy() if p.meta is not None and 'wsi' in p.meta else None
-    mkw = dict(threshold=threshold, target_sensitivity=target_sensitivity, n_boot=n_boot, seed=seed, groups=groups)
-    probs = calibrated_probs(logits[:, :1])
-    rep = dict(run_dir=str(run_dir), arch=cfg['arch'], data=data, split=split, limit=limit, classes=list(p.classes),
-               selection_split=split == 'valid' and same_source(data, cfg['data']),
-               **classification_metrics(p.y, probs, **mkw))
-    if tta:
-        probs_tta = calibrated_probs(logits)
-        rep['tta'] = classification_metrics(p.y, probs_tta, **mkw)
-        rep['robustness'] = rotation_robustness(logits.softmax(-1))
-        rep['tta_seconds_per_1000'] = secs / len(p) * 1000
-    else: rep['predict_seconds_per_1000'] = secs / len(p) * 1000
-    if calibrate:
-        if split == 'valid' and data == str(cfg['data']): vl, vy = logits, p.y
-        else:
-            vp = load_patches(cfg['data'], 'valid', cfg.get('size'), progress=progress).limit(cfg.get('valid_limit'), cfg.get('seed', 0))
-            vl, vy = predict_logits(model, eval_dl(vp, stats, bs, device), tta=tta, progress=progress), vp.y
-        cal = {}
-        for key, v in (('plain', slice(0, 1)), ('tta', slice(None))) if tta else (('plain', slice(0, 1)),):
-            T = fit_temperature(vl[:, v], vy)
-            p1, pc = calibrated_probs(logits[:, v]), calibrated_probs(logits[:, v], T)
-            cal[key] = dict(temperature=T, ece_before=ece(p1, p.y), ece_after=ece(pc, p.y),
-                            nll_before=nll(p1, p.y), nll_after=nll(pc, p.y))
-        rep['calibration'] = dict(fitted_on=f"{cfg['data']} (valid)", in_sample=split == 'valid', **cal)
-    rep.update(seconds=round(time.perf_counter() - t0, 2), device=environment(device)['device_name'],
-               evaluated=time.strftime('%Y-%m-%d %H:%M:%S'))
-    rep = _round(rep)
-    out = run_dir/f'eval_{split}'
-    out.mkdir(exist_ok=True)
-    df = pd.DataFrame(dict(id=p.ids, label=p.y, prob=probs[:, -1]))
-    if tta: df['prob_tta'] = probs_tta[:, -1]
-    atomic_write(out/'predictions.csv', lambda f: df.to_csv(f, index=False), 'w')
-    if plots: _report_plots(model, p, logits, rep, stats, out, tta)
-    write_json(run_dir/f'eval_{split}.json', rep)
+                        "pass data of that size")
+    return cfg, data, split, p
+
+# %% ../nbs/09_evaluate.ipynb #2f7a50b0
+def split_note(split:str, data, cfg:dict) -> str|None:
+    "The caveat for `split` of `data` when the run's training saw it (its own train or valid split), else None."
+    if not same_source(data, cfg['data']): return None
+    if split == 'train': return ("the model was trained on this split, so these numbers are optimistic: they say how well "
+                                 "it fits its training patches, not how it does on new ones")
+    if split == 'valid': return "this split chose the best epoch during training, so these numbers are optimistic"
+    return None
+
+# %% ../nbs/09_evaluate.ipynb #0dae0e22
+def report_metrics(y, logits, tta:bool=True, **kwargs) -> dict:
+    "`classification_metrics` of the plain prediction (view 0 of `logits`: N x V x C); with `tta` those of the mean over the views as `tta`, and `robustness`."
+    rep = classification_metrics(y, calibrated_probs(logits[:, :1]), **kwargs)
+    if tta: rep.update(tta=classification_metrics(y, calibrated_probs(logits), **kwargs), robustness=rotation_robustness(logits.softmax(-1)))
     return rep
 
-# %% ../nbs/09_evaluate.ipynb #b2f11eb1
+# %% ../nbs/09_evaluate.ipynb #e55872f1
+def calibration_report(logits, y, valid_logits, valid_y, tta:bool=True) -> dict:
+    "Temperature fitted on `valid_logits`, and ECE and NLL of `logits` before and after it: `plain`, and `tta` (all views) if `tta`."
+    cal = {}
+    for key, v in (('plain', slice(0, 1)), ('tta', slice(None))) if tta else (('plain', slice(0, 1)),):
+        T = fit_temperature(valid_logits[:, v], valid_y)
+        p1, pc = calibrated_probs(logits[:, v]), calibrated_probs(logits[:, v], T)
+        cal[key] = dict(temperature=T, ece_before=ece(p1, y), ece_after=ece(pc, y), nll_before=nll(p1, y), nll_after=nll(pc, y))
+    return cal
+
+def _valid_logits(cfg, model, stats, bs, device, tta, progress):
+    "Logits and labels of the run's own valid split (the part it validated on), for the temperature."
+    vp = load_patches(cfg['data'], 'valid', cfg.get('size'), progress=progress).limit(cfg.get('valid_limit'), cfg.get('seed', 0))
+    return predict_logits(model, eval_dl(vp, stats, bs, device), tta=tta, progress=progress), vp.y
+
+# %% ../nbs/09_evaluate.ipynb #78cd26ca
 def _report_plots(model, p, logits, rep, stats, out:Path, tta:bool):
     "The figures of a report, as PNG files in `out`."
     y, probs = p.y, calibrated_probs(logits[:, :1])
@@ -357,13 +372,60 @@ def _report_plots(model, p, logits, rep, stats, out:Path, tta:bool):
     best = calibrated_probs(logits) if tta else probs
     figs.append(plot_confusion(y, best.argmax(1), p.classes, out/'confusion.png', 'confusion' + (' (D4 TTA)' if tta else '')))
     rel = {'uncalibrated': probs}
-    if 'calibration' in rep: rel[f"T = {rep['calibration']['plain']['temperature']:.2f}"] = calibrated_probs(logits[:, :1], rep['calibration']['plain']['temperature'])
+    if 'calibration' in rep:
+        T = rep['calibration']['plain']['temperature']
+        rel[f"T = {T:.2f}"] = calibrated_probs(logits[:, :1], T)
     figs.append(plot_reliability(y, rel, out/'reliability.png'))
     figs.append(plot_mistakes(p, best, 12, out/'mistakes.png'))
     rng = np.random.default_rng(0)
     idx = np.concatenate([rng.choice(np.nonzero(y == c)[0], min(3, int((y == c).sum())), replace=False) for c in np.unique(y)])
     figs.append(plot_grad_cam(model, p, idx, stats, out/'grad_cam.png'))
     for f in figs: plt.close(f)
+
+def write_report(run_dir, rep:dict, p:Patches, logits, model=None, stats=None) -> Path:
+    "Write report `rep` of patches `p` (`logits`: N x V x C) into `run_dir`: JSON, predictions CSV, figures if `model`; returns the JSON path."
+    run_dir, tta = Path(run_dir), 'tta' in rep
+    out = run_dir/f"eval_{rep['split']}"
+    out.mkdir(exist_ok=True)
+    df = pd.DataFrame(dict(id=p.ids, label=p.y, prob=calibrated_probs(logits[:, :1])[:, -1]))
+    if tta: df['prob_tta'] = calibrated_probs(logits)[:, -1]
+    atomic_write(out/'predictions.csv', lambda f: df.to_csv(f, index=False), 'w')
+    if model is not None: _report_plots(model, p, logits, rep, stats, out, tta)
+    return write_json(run_dir/f"eval_{rep['split']}.json", rep)
+
+# %% ../nbs/09_evaluate.ipynb #0ad4292b
+def _round(d):
+    if isinstance(d, dict): return {k: _round(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)): return [_round(v) for v in d]
+    return round(d, 6) if isinstance(d, float) else d
+
+def evaluate_run(run_dir, data=None, split:str|None=None, tta:bool=True, bs:int=256, device=None, limit:int|None=None,
+                 threshold:float=0.5, target_sensitivity:float=0.95, n_boot:int=1000, seed:int=0,
+                 calibrate:bool=True, plots:bool=True, progress:bool=True) -> dict:
+    "Evaluate the best model of `run_dir` on `split` of `data` (default: the run's data); write the report files."
+    _check_eval_args(threshold, target_sensitivity, n_boot, bs, limit)
+    run_dir, device = Path(run_dir), check_device(device)
+    cfg, data, split, p = eval_patches(run_dir, data, split, limit, seed, progress)
+    model, stats = load_model(run_dir, device='cpu'), run_stats(cfg)
+    t0 = time.perf_counter()
+    logits = predict_logits(inference_model(model), eval_dl(p, stats, bs, device), tta=tta, progress=progress)
+    secs = time.perf_counter() - t0                      # (predict_logits returns CPU tensors: the device is done)
+    groups = p.meta['wsi'].to_numpy() if p.meta is not None and 'wsi' in p.meta else None
+    rep = dict(run_dir=str(run_dir), arch=cfg['arch'], data=data, split=split, limit=limit, classes=list(p.classes),
+               selection_split=split == 'valid' and same_source(data, cfg['data']),
+               trained_split=split == 'train' and same_source(data, cfg['data']), note=split_note(split, data, cfg),
+               **report_metrics(p.y, logits, tta, threshold=threshold, target_sensitivity=target_sensitivity,
+                                n_boot=n_boot, seed=seed, groups=groups))
+    rep['tta_seconds_per_1000' if tta else 'predict_seconds_per_1000'] = secs / len(p) * 1000
+    if calibrate:
+        vl, vy = ((logits, p.y) if split == 'valid' and data == str(cfg['data'])
+                  else _valid_logits(cfg, inference_model(model), stats, bs, device, tta, progress))
+        rep['calibration'] = dict(fitted_on=f"{cfg['data']} (valid)", in_sample=split == 'valid', **calibration_report(logits, p.y, vl, vy, tta))
+    rep.update(seconds=round(time.perf_counter() - t0, 2), device=environment(device)['device_name'],
+               evaluated=time.strftime('%Y-%m-%d %H:%M:%S'))
+    rep = _round(rep)
+    write_report(run_dir, rep, p, logits, model if plots else None, stats)
+    return rep
 
 # %% ../nbs/09_evaluate.ipynb #487d747d
 def compare_runs(run_dirs, split:str|None=None, **kwargs) -> pd.DataFrame:
@@ -404,27 +466,28 @@ def _summary(rep) -> pd.DataFrame:
 def pcam_evaluate(run_dir:Param("pcam_train run folder(s)", str, nargs='+'),
                   data:str=None,  # data source (default: the run's own data)
                   split:str=None,  # split to evaluate (default: 'test' when the data has one, else 'valid')
-                  tta:store_true=False,  # also evaluate with D4 test-time augmentation (8 views): robustness, TTA metrics
-                  compare:store_true=False,  # several runs side by side
+                  tta:bool=True,  # D4 test-time augmentation too (8 views): TTA metrics, robustness (--no-tta: plain only)
+                  compare:bool=False,  # several runs side by side
                   bs:int=256,  # batch size (x8 images per batch with TTA)
                   device:str=None,  # 'cuda', 'cpu' (default: CUDA if available)
                   limit:int=None,  # evaluate at most LIMIT patches (seeded random subset)
                   threshold:float=0.5,  # threshold on P(tumour) for sensitivity, specificity, F1
                   target_sensitivity:float=0.95,  # report the threshold (and specificity) reaching this sensitivity
                   n_boot:int=1000,  # bootstrap resamples for the AUC confidence interval
-                  no_plots:store_true=False,  # skip the figures
-                  no_progress:store_true=False):  # no progress bars
+                  plots:bool=True,  # write the figures (--no-plots: skip them)
+                  progress:bool=True):  # progress bars (--no-progress: quiet)
     "Evaluate pcam_train run folders: metrics with bootstrap CIs, D4 TTA, calibration, figures, predictions CSV."
     kw = dict(data=data, tta=tta, bs=bs, device=device, limit=limit, threshold=threshold,
-              target_sensitivity=target_sensitivity, n_boot=n_boot, plots=not no_plots, progress=not no_progress)
+              target_sensitivity=target_sensitivity, n_boot=n_boot, plots=plots, progress=progress)
     if len(run_dir) > 1 and not compare: raise PCamError(f"{len(run_dir)} run folders given: add --compare to compare them")
+    _check_eval_args(threshold, target_sensitivity, n_boot, bs, limit); check_device(device)
     if compare:
         print(compare_runs(run_dir, split, **kw).to_markdown(index=False))
         return
     rep = evaluate_run(run_dir[0], split=split, **kw)
     print(f"{rep['arch']} on {rep['data']} ({rep['split']}, {rep['n']} patches, CI by {rep.get('ci_unit', 'patch')})")
     print(_summary(rep).to_markdown(index=False))
-    if rep['selection_split']: print("note: this split chose the best epoch during training, so these numbers are optimistic")
+    if rep['note']: print(f"note: {rep['note']}")
     if 'robustness' in rep: print(f"rotation robustness: mean spread {rep['robustness']['mean_spread']:.4f}, "
                                   f"max {rep['robustness']['max_spread']:.4f}, class flips {rep['robustness']['class_flip_rate']:.2%}")
     if 'calibration' in rep:

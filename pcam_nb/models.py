@@ -97,7 +97,7 @@ def create_model(arch, # a name in `ARCHS` (see `list_archs()`)
     if img_size < info.min_size:
         raise ValueError(f"{info.name} needs inputs of at least {info.min_size}x{info.min_size} pixels, got img_size={img_size}")
     if (pretrained or weights is not None) and not info.pretrained_ok:
-        raise ValueError(f"{info.name} has no pretrained weights: use pretrained=False (--no-pretrained) and weights=None. "
+        raise ValueError(f"{info.name} has no pretrained weights: use pretrained=False (pcam_train's default: no --pretrained) and weights=None. "
                          f"Architectures with pretrained weights: {', '.join(list_archs(pretrained_ok=True))}.")
     return info.builder(n_out=int(n_out), pretrained=bool(pretrained or weights is not None), weights=weights,
                         img_size=img_size, **kw)
@@ -128,7 +128,7 @@ def _how_to(tv_name, reason):
             f"  - download {url} on a machine with internet and copy it to {path}\n"
             f"    (torchvision's cache, $TORCH_HOME/hub/checkpoints/{path.name}; set TORCH_HOME to use another folder);\n"
             f"  - or pass --weights PATH (weights=PATH), a state_dict file of torchvision's {tv_name};\n"
-            f"  - or train from scratch with --no-pretrained (pretrained=False).")
+            f"  - or train from scratch: pcam_train without --pretrained (pretrained=False).")
 
 # %% ../nbs/05_models.ipynb #e81a8f86
 def load_weights_file(path): # a file saved with torch.save(model.state_dict(), path)
@@ -136,7 +136,7 @@ def load_weights_file(path): # a file saved with torch.save(model.state_dict(), 
     path = Path(path)
     if not path.is_file(): raise WeightsUnavailableError(
         f"weights file {path} not found: pass the path of a state_dict saved with torch.save(model.state_dict(), PATH), "
-        "or train from scratch with --no-pretrained.")
+        "or train from scratch: pcam_train without --pretrained.")
     try: sd = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         msg = (str(e).strip().splitlines() or [''])[0][:200]

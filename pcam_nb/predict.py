@@ -5,34 +5,34 @@
 # %% ../nbs/12_predict.ipynb #100b43fb
 from __future__ import annotations
 from .core import PCamError, pcam_cli, atomic_write, save_figure
-import math, warnings
+import math, struct, time, warnings
 from pathlib import Path
 from types import SimpleNamespace
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
 import matplotlib.pyplot as plt
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize as ColorNorm
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from fastcore.basics import store_attr
-from fastcore.script import Param, store_true
+from fastcore.script import Param
 from fastai.torch_core import default_device
 
 from .data import Patches, read_image, IMG_EXTS
+from .download import writable_folder
 from .loaders import PatchDL, PatchTensors, batch_tfms, as_rgb
 from .runs import load_model, run_config, run_stats
-from .evaluate import eval_dl, predict_logits, calibrated_probs
+from .evaluate import eval_dl, predict_logits, calibrated_probs, inference_model, check_device
 
 # %% auto #0
-__all__ = ['Predictor', 'image_files', 'read_region_image', 'predict_patches', 'heatmap_grid', 'tissue_cells', 'predict_heatmap',
-           'plot_heatmap', 'pcam_predict']
+__all__ = ['Predictor', 'image_files', 'image_size', 'read_region_image', 'predict_patches', 'heatmap_grid', 'tissue_cells',
+           'predict_heatmap', 'plot_heatmap', 'check_inputs', 'predict_file', 'predict_files', 'pcam_predict']
 
 # %% ../nbs/12_predict.ipynb #bbe8c84e
 class Predictor:
     "A trained model ready for new images: `model`, the normalisation `stats` it was trained with, `classes`, patch `size`, `device`."
     def __init__(self, model, stats, classes, size:int=96, device=None):
-        self.device = torch.device(device) if device else default_device()
-        # equivariant models predict through their plain-PyTorch export (same logits, less overhead), as in evaluate_run
-        self.model = (model.export() if callable(getattr(model, 'export', None)) else model).eval()
+        self.device = check_device(device)
+        self.model = inference_model(model).eval()   # as in evaluate_run
         store_attr('stats,classes,size')
 
     @classmethod
@@ -58,15 +58,50 @@ def image_files(inputs) -> list:
         else: raise PCamError(f"{p}: no such file or folder. Check the path")
     return out
 
-def read_region_image(path) -> np.ndarray:
-    "Image file `path` (a patch or a large region) as an H x W x 3 uint8 array, by the data layer's `read_image` (any mode to RGB; no size limit)."
+def _open_unchecked(path) -> Image.Image:
+    "`Image.open(path)` without Pillow's decompression-bomb check (the caller checks the size itself)."
+    fp = open(path, 'rb')
+    prefix = fp.read(16)
+    for loader in (Image.preinit, Image.init):
+        loader()
+        for fmt in list(Image.ID):
+            factory, accept = Image.OPEN[fmt]
+            try:
+                ok = accept(prefix) if accept else True
+                if not ok or isinstance(ok, str): continue
+                fp.seek(0)
+                im = factory(fp, str(path))
+            except (SyntaxError, IndexError, TypeError, struct.error): continue
+            im._exclusive_fp = True                     # closing the image closes the file, as after Image.open
+            return im
+    fp.close()
+    raise UnidentifiedImageError(f"cannot identify image file {str(path)!r}")
+
+def image_size(path) -> tuple:
+    "(width, height) of image file `path`, from its header."
     p = Path(path)
     if not p.is_file(): raise PCamError(f"{p}: no such image file. Check the path")
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # large H&E regions are expected here; Pillow's limit guards against malicious files
-    try: return read_image(p)
-    finally: Image.MAX_IMAGE_PIXELS = old
+    try:
+        with _open_unchecked(p) as im: return im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise PCamError(f"{p}: unreadable image ({type(e).__name__}: {e}). Replace or remove this file") from None
 
+def _px(n:int) -> str: return f"{n / 1e6:,.1f} megapixels" if n >= 10**6 else f"{n:,} pixels"
+
+def read_region_image(path, max_pixels:int|None=None) -> np.ndarray:
+    "Image file `path` (a patch or a large region) as H x W x 3 uint8 (any mode to RGB); over Pillow's pixel limit only if `max_pixels` allows it."
+    p = Path(path)
+    w, h = image_size(p)
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    if limit and w * h > limit:
+        raise PCamError(f"{p}: {w}x{h} px ({_px(w * h)}) is over the limit of {_px(limit)} "
+                        f"that guards against decompression bombs. If the file is trusted, pass --max-pixels {w * h} "
+                        f"(max_pixels={w * h}) to read it")
+    if not Image.MAX_IMAGE_PIXELS or w * h <= Image.MAX_IMAGE_PIXELS: return read_image(p)
+    try:
+        with _open_unchecked(p) as im: return np.asarray(im.convert('RGB'))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise PCamError(f"{p}: unreadable image ({type(e).__name__}: {e}). Replace or remove this file") from None
 
 # %% ../nbs/12_predict.ipynb #6094c83d
 def _patch_stack(items, size:int):
@@ -93,9 +128,14 @@ def _patch_stack(items, size:int):
                             "or use predict_heatmap for larger images")
     return x, ids
 
+def _check_bs(bs) -> int:
+    if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
+        raise PCamError(f"bs={bs!r}: the batch size must be a whole number >= 1. Pass --bs 256 (the default) or less")
+    return int(bs)
+
 def predict_patches(pr:Predictor, items, tta:bool=True, bs:int=256, progress:bool=False) -> pd.DataFrame:
     "P(tumour) of new patches (files, folders, arrays, PIL images, `Patches`): columns `id`, `prob`, and `prob_tta` (D4 TTA) if `tta`."
-    x, ids = _patch_stack(items, pr.size)
+    bs, (x, ids) = _check_bs(bs), _patch_stack(items, pr.size)
     dl = eval_dl(Patches(x, np.zeros(len(x), np.int64), pr.classes, ids), pr.stats, bs, pr.device)
     logits = predict_logits(pr.model, dl, tta=tta, progress=progress)
     df = pd.DataFrame(dict(id=ids, prob=calibrated_probs(logits[:, :1])[:, -1]))
@@ -117,75 +157,114 @@ def heatmap_grid(h:int, w:int, stride:int=32, size:int=96) -> SimpleNamespace:
     return SimpleNamespace(nh=nh, nw=nw, top=before, left=before, bottom=after(nh, h), right=after(nw, w), stride=s, size=size)
 
 # %% ../nbs/12_predict.ipynb #72323d1e
+def _default_down(stride:int) -> int:
+    "The largest divisor of `stride` that is at most a quarter of it (1 for odd strides below 8)."
+    return max(d for d in range(1, max(1, stride // 4) + 1) if stride % d == 0)
+
+def _pixels(img) -> torch.Tensor:
+    "An H x W x 3 uint8 image (array or tensor) as a tensor, without a copy (read-only arrays are only read)."
+    if isinstance(img, torch.Tensor): return img
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)              # "non-writable array": it is never written to
+        return torch.from_numpy(np.ascontiguousarray(img))
+
 @torch.no_grad()
-def tissue_cells(img, stride:int=32, sat:float=0.07, max_background:float=0.9, band:int=1024) -> torch.Tensor:
-    "Boolean `ceil(H/stride)` x `ceil(W/stride)` map: True where at most `max_background` of a cell's pixels have HSV saturation < `sat`."
-    t = img if isinstance(img, torch.Tensor) else torch.from_numpy(np.array(img))   # (a copy: arrays may be read-only)
+def tissue_cells(img, stride:int=32, sat:float=0.07, max_background:float=0.9, down:int|None=None,
+                 band:int=1 << 22) -> torch.Tensor:
+    "Boolean `ceil(H/stride)` x `ceil(W/stride)` map: True where at most `max_background` of a cell is background (saturation < `sat`), on the image shrunk by `down`."
+    t = _pixels(img)
     h, w = t.shape[:2]; s = _check_stride(stride, max(h, w))
-    nh, nw = math.ceil(h / s), math.ceil(w / s)
-    rows = max(1, band // s)                              # cell rows per band
+    f = down or _default_down(s)
+    if s % f: raise PCamError(f"down={f}: must divide the stride ({s})")
+    k, nh, nw = s // f, math.ceil(h / s), math.ceil(w / s)        # shrunk pixels per cell side; cells
+    rows = max(1, band // (s * w * 3))                            # cell rows per band: about `band` values at a time
     out = torch.empty(nh, nw, dtype=torch.bool, device=t.device)
     for i in range(0, nh, rows):
-        b = t[i * s:(i + rows) * s]
-        mx, mn = b.amax(-1).float(), b.amin(-1).float()
+        b = t[i * s:(i + rows) * s].permute(2, 0, 1)[None].float()
+        if f > 1: b = F.avg_pool2d(b, f, ceil_mode=True)          # edge blocks: the mean of the pixels they have
+        mx, mn = b[0].amax(0), b[0].amin(0)
         bg = (mx - mn < sat * mx) | (mx == 0)
-        n = -(-b.shape[0] // s)
-        cnt = lambda m: F.pad(m.float(), (0, nw * s - w, 0, n * s - b.shape[0])).view(n, s, nw, s).sum((1, 3))
+        n = -(-bg.shape[0] // k)
+        cnt = lambda m: F.pad(m.float(), (0, nw * k - m.shape[1], 0, n * k - m.shape[0])).view(n, k, nw, k).sum((1, 3))
         out[i:i + n] = cnt(bg) <= max_background * cnt(torch.ones_like(bg))
     return out
 
 # %% ../nbs/12_predict.ipynb #9e5e93fb
+def _reflect(i:torch.Tensor, n:int) -> torch.Tensor:
+    "Indices `i` (at most n - 1 outside 0..n-1) reflected into 0..n-1 without repeating the edge, as `numpy.pad(mode='reflect')`."
+    i = i.abs()
+    return torch.where(i >= n, 2 * (n - 1) - i, i)
+
 class _Windows:
-    "The `size` x `size` windows at (i*stride, j*stride) of a padded H x W x 3 image tensor, for cells `cells` (i*nw + j), gathered lazily."
-    def __init__(self, img:torch.Tensor, cells:torch.Tensor, nw:int, stride:int, size:int):
+    "The windows of heatmap grid `g` centred on cells `cells` (i*nw + j) of an H x W x 3 image tensor, gathered lazily."
+    def __init__(self, img:torch.Tensor, cells:torch.Tensor, g:SimpleNamespace):
         store_attr()
-        self.shape, self.dtype, self.device = (len(cells), size, size, img.shape[-1]), img.dtype, img.device
-        self._r = torch.arange(size, device=img.device)
+        self.shape, self.dtype, self.device = (len(cells), g.size, g.size, img.shape[-1]), img.dtype, img.device
+        self._r = torch.arange(g.size, device=img.device)
     def __len__(self): return len(self.cells)
     def index_select(self, dim:int, idx:torch.Tensor) -> torch.Tensor:
         "The windows `idx` as an N x size x size x 3 tensor: one gather from the image."
         assert dim == 0
-        k = self.cells[idx.to(self.cells.device)]
-        r0, c0 = k // self.nw * self.stride, k % self.nw * self.stride
-        return self.img[(r0[:, None] + self._r)[:, :, None], (c0[:, None] + self._r)[:, None, :]]
+        g, k = self.g, self.cells[idx.to(self.cells.device)]
+        r = _reflect((k // g.nw * g.stride - g.top)[:, None] + self._r, self.img.shape[0])
+        c = _reflect((k % g.nw * g.stride - g.left)[:, None] + self._r, self.img.shape[1])
+        return self.img[r[:, :, None], c[:, None, :]]
     def __getitem__(self, i):
-        if isinstance(i, slice): return _Windows(self.img, self.cells[i], self.nw, self.stride, self.size)
+        if isinstance(i, slice): return _Windows(self.img, self.cells[i], self.g)
         return self.index_select(0, torch.tensor([int(i)]))[0]
 
-def _image_arg(image):
+def _image_arg(image, max_pixels:int|None=None):
     "An image argument (file, array, tensor, PIL image) as RGB uint8 pixels and a name for messages."
-    if isinstance(image, (str, Path)): return read_region_image(image), str(image)
+    if isinstance(image, (str, Path)): return read_region_image(image, max_pixels), str(image)
     a = as_rgb(image)
     if a.ndim != 3: raise PCamError(f"image: an array of shape {a.shape}: pass one H x W x 3 image")
     return a, 'image'
 
+def _duration(s:float) -> str: return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+def _window_logits(pr, t, cells, g, tta, bs, progress, verbose, name) -> torch.Tensor:
+    "Logits of the windows of `cells`: the first batch timed, the expected time printed if `verbose`, then the rest."
+    ys = torch.zeros(1, dtype=torch.long, device=t.device)
+    dl = lambda c: PatchDL(PatchTensors(_Windows(t, c, g), ys.expand(len(c)), pr.classes, split_idx=1), bs=bs,
+                           after_batch=batch_tfms(pr.stats, aug=False), device=pr.device)   # as eval_dl, on windows
+    t0 = time.perf_counter()
+    out = [predict_logits(pr.model, dl(cells[:bs]), tta=tta, progress=False)]
+    rate = min(bs, len(cells)) / max(time.perf_counter() - t0, 1e-9)
+    if verbose:
+        h, w = t.shape[:2]
+        print(f"{name}: {w}x{h} px, {g.nh * g.nw:,} cells of {g.stride} px, {len(cells):,} with tissue; "
+              f"{'8 views' if tta else '1 view'} each at {rate:,.1f} windows/s (first batch): about "
+              f"{_duration(len(cells) / rate)}" + (" (--no-tta: 8x less work)" if tta else ''), flush=True)
+    if len(cells) > bs: out.append(predict_logits(pr.model, dl(cells[bs:]), tta=tta, progress=progress))
+    return torch.cat(out)
+
 def predict_heatmap(pr:Predictor, image, stride:int=32, tta:bool=True, bs:int=256, skip_background:bool=True,
-                    sat:float=0.07, max_background:float=0.9, progress:bool=True) -> np.ndarray:
+                    sat:float=0.07, max_background:float=0.9, progress:bool=True, verbose:bool=False,
+                    max_pixels:int|None=None, name:str|None=None) -> np.ndarray:
     "P(tumour) of the 96x96 window centred on each `stride` x `stride` cell of `image` (file or array, H, W >= 96); NaN on background."
-    s = _check_stride(stride, pr.size)
-    img, name = _image_arg(image)
-    h, w = img.shape[:2]
+    s, bs = _check_stride(stride, pr.size), _check_bs(bs)
+    img, default_name = _image_arg(image, max_pixels)
+    name, (h, w) = name or default_name, img.shape[:2]
     if min(h, w) < pr.size:
         raise PCamError(f"{name}: {w}x{h} px is smaller than one {pr.size}x{pr.size} window. Pass an image at least "
-                            f"{pr.size} px on each side (a single patch: predict_patches)")
+                        f"{pr.size} px on each side (a single patch: predict_patches)")
     g = heatmap_grid(h, w, s, pr.size)
-    t = torch.from_numpy(np.pad(img, ((g.top, g.bottom), (g.left, g.right), (0, 0)), mode='reflect')).to(pr.device)
-    keep = (tissue_cells(t[g.top:g.top + h, g.left:g.left + w], s, sat, max_background) if skip_background
+    t = _pixels(img).to(pr.device)
+    keep = (tissue_cells(t, s, sat, max_background) if skip_background
             else torch.ones(g.nh, g.nw, dtype=torch.bool, device=t.device))
     cells = keep.flatten().nonzero()[:, 0]
     out = np.full(g.nh * g.nw, np.nan, np.float32)
     if len(cells):
-        ys = torch.zeros(1, dtype=torch.long, device=t.device).expand(len(cells))   # no labels: a zero-copy column of 0s
-        ds = PatchTensors(_Windows(t, cells, g.nw, s, pr.size), ys, pr.classes, split_idx=1)
-        dl = PatchDL(ds, bs=bs, after_batch=batch_tfms(pr.stats, aug=False), device=pr.device)  # as eval_dl, on windows
-        out[cells.cpu().numpy()] = calibrated_probs(predict_logits(pr.model, dl, tta=tta, progress=progress))[:, -1]
+        logits = _window_logits(pr, t, cells, g, tta, bs, progress, verbose, name)
+        out[cells.cpu().numpy()] = calibrated_probs(logits)[:, -1]
+    elif verbose: print(f"{name}: {w}x{h} px, no tissue: nothing to predict")
     return out.reshape(g.nh, g.nw)
 
 # %% ../nbs/12_predict.ipynb #c021f10b
 def plot_heatmap(image, probs, fname=None, alpha:float=0.45, stride:int=32, cmap:str='turbo', interpolation:str='nearest',
-                 title:str|None=None, ax=None, figsize=None, max_side:int=2048, colorbar:bool=True):
+                 title:str|None=None, ax=None, figsize=None, max_side:int=2048, colorbar:bool=True, max_pixels:int|None=None):
     "`image` with the P(tumour) map `probs` (from `predict_heatmap` at `stride`) overlaid; NaN cells transparent; PNG to `fname`."
-    img, name = _image_arg(image)
+    img, name = _image_arg(image, max_pixels)
     probs = np.asarray(probs, dtype=np.float32)
     h, w = img.shape[:2]; s = _check_stride(stride, max(h, w))
     if probs.shape != (math.ceil(h / s), math.ceil(w / s)):
@@ -204,7 +283,7 @@ def plot_heatmap(image, probs, fname=None, alpha:float=0.45, stride:int=32, cmap
     if colorbar: fig.colorbar(ScalarMappable(ColorNorm(0, 1), cmap), ax=ax, fraction=0.046, pad=0.03, label='P(tumour)')
     return save_figure(fig, fname)
 
-# %% ../nbs/12_predict.ipynb #f2176af3
+# %% ../nbs/12_predict.ipynb #255c5899
 def _out_names(files, heatmaps:Path) -> dict:
     "Distinct `<stem>_heatmap` output stems for `files` in folder `heatmaps`."
     seen, out = {}, {}
@@ -213,55 +292,78 @@ def _out_names(files, heatmaps:Path) -> dict:
         out[f] = heatmaps/(f"{f.stem}_heatmap" + (f"_{n}" if n > 1 else ''))
     return out
 
+def check_inputs(inputs, out, heatmaps=None, size:int=96, max_pixels:int|None=None) -> SimpleNamespace:
+    "The image `files` of `inputs`, their `sizes`, and the outputs (`out`, `heatmaps` folder, heatmap `names`), all checked."
+    if not out: raise PCamError("no output file: pass --out FILE.csv")
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1):
+        raise PCamError(f"max_pixels={max_pixels!r}: must be a whole number of pixels >= 1 (default: Pillow's limit)")
+    files, out = image_files(inputs), Path(out)
+    hdir = Path(heatmaps) if heatmaps else out.parent/f'{out.stem}_heatmaps'
+    ins, names = {f.resolve() for f in files}, _out_names(files, hdir)
+    if out.resolve() in ins: raise PCamError(f"{out}: is one of the inputs. Pass another --out")
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    sizes = {f: image_size(f) for f in files}
+    for f, (w, h) in sizes.items():
+        if (w, h) != (size, size) and min(w, h) < size:
+            raise PCamError(f"{f}: {w}x{h} px is smaller than one {size}x{size} window. Pass {size}x{size} "
+                            f"patches, or images at least {size} px on each side for heatmaps")
+        if limit and w * h > limit:
+            raise PCamError(f"{f}: {w}x{h} px ({_px(w * h)}) is over the limit of {_px(limit)} that guards against "
+                            f"decompression bombs. If the file is trusted, pass --max-pixels {w * h}")
+        if (w, h) != (size, size) and {names[f].with_suffix(e).resolve() for e in ('.npy', '.png')} & ins:
+            raise PCamError(f"{names[f]}.npy / .png would overwrite an input: pass another --heatmaps")
+    writable_folder(out.parent, '--out')
+    if any(wh != (size, size) for wh in sizes.values()): writable_folder(hdir, '--heatmaps')
+    return SimpleNamespace(files=files, sizes=sizes, out=out, heatmaps=hdir, names=names)
+
+# %% ../nbs/12_predict.ipynb #2dff2689
+def predict_file(pr:Predictor, f, npy, png, stride:int=32, tta:bool=True, bs:int=256, skip_background:bool=True,
+                 progress:bool=True, verbose:bool=True, max_pixels:int|None=None) -> dict:
+    "The heatmap of image file `f`: map to `npy`, figure to `png`; returns its CSV row."
+    img = read_region_image(f, max_pixels)
+    h, w = img.shape[:2]
+    hm = predict_heatmap(pr, img, stride, tta, bs, skip_background, progress=progress, verbose=verbose, name=str(f))
+    atomic_write(npy, lambda fh: np.save(fh, hm))
+    plt.close(plot_heatmap(img, hm, png, stride=stride, title=f"{Path(f).name}: P(tumour){' (D4 TTA)' if tta else ''}"))
+    t = hm[~np.isnan(hm)]
+    return dict(file=str(f), kind='heatmap', width=w, height=h, max_prob=t.max() if len(t) else None,
+                mean_prob=t.mean() if len(t) else None, tissue_frac=len(t) / hm.size, heatmap=str(npy))
+
+# %% ../nbs/12_predict.ipynb #c4147848
+_COLS = ['file', 'kind', 'width', 'height', 'prob', 'prob_tta', 'max_prob', 'mean_prob', 'tissue_frac', 'heatmap']
+
+def predict_files(pr:Predictor, job:SimpleNamespace, stride:int=32, tta:bool=True, bs:int=256, skip_background:bool=True,
+                  progress:bool=True, verbose:bool=True, max_pixels:int|None=None) -> pd.DataFrame:
+    "One row per file of `job` (from `check_inputs`): the heatmap images through `predict_file`, the patches together."
+    rows, patches = [], {}
+    for f in job.files:
+        if job.sizes[f] == (pr.size, pr.size):
+            patches[len(rows)] = read_region_image(f); rows.append(dict(file=str(f), kind='patch', width=pr.size, height=pr.size))
+        else: rows.append(predict_file(pr, f, job.names[f].with_suffix('.npy'), job.names[f].with_suffix('.png'), stride, tta, bs,
+                                       skip_background, progress, verbose, max_pixels))
+    if patches:
+        p = predict_patches(pr, np.stack(list(patches.values())), tta, bs, progress=progress)
+        for i, r in zip(patches, p.itertuples()): rows[i].update(prob=r.prob, prob_tta=r.prob_tta if tta else None)
+    return pd.DataFrame(rows).reindex(columns=_COLS)
+
+# %% ../nbs/12_predict.ipynb #b9dadd41
 @pcam_cli
 def pcam_predict(run_dir:str,  # pcam_train run folder (config.json, model.pth)
                  inputs:Param("image files and/or folders of images: 96x96 patches, or larger images for heatmaps", str, nargs='+'),
                  out:str=None,  # CSV file to write (required)
-                 tta:store_true=False,  # D4 test-time augmentation, the mean over 8 views: on unless --no-tta (this flag just says so)
-                 no_tta:store_true=False,  # no test-time augmentation (8x faster)
+                 tta:bool=True,  # D4 test-time augmentation, the mean over 8 views (--no-tta: one view, 8x less work)
                  stride:int=32,  # heatmap cell size in px, 1..96 (32: one cell per PCam label region)
                  heatmaps:str=None,  # folder for <name>_heatmap.png/.npy (default: <OUT stem>_heatmaps beside OUT)
-                 all_cells:store_true=False,  # predict background (glass) cells too
+                 all_cells:bool=False,  # predict background (glass) cells too
+                 max_pixels:int=None,  # read images up to this many pixels (default: Pillow's decompression-bomb limit)
                  device:str=None,  # 'cuda', 'cpu' (default: CUDA if available)
                  bs:int=256,  # batch size (x8 images per batch with TTA)
-                 no_progress:store_true=False):  # no progress bars
+                 progress:bool=True):  # progress bars (--no-progress: quiet)
     "P(tumour) of image patches and tumour heatmaps of larger images, from a pcam_train run; one CSV row per image."
-    if not out: raise PCamError("no output file: pass --out FILE.csv")
-    if tta and no_tta: raise PCamError("--tta and --no-tta both given: pass one")
-    stride, tta = _check_stride(stride), not no_tta
-    files = image_files(inputs)
-    out = Path(out)
-    hdir = Path(heatmaps) if heatmaps else out.parent/f'{out.stem}_heatmaps'
-    ins = {f.resolve() for f in files}
-    if out.resolve() in ins: raise PCamError(f"{out}: is one of the inputs. Pass another --out")
-    pr = Predictor.from_run(run_dir, device)
-    rows, patches, names = [], {}, _out_names(files, hdir)
-    for f in files:
-        img = read_region_image(f)
-        h, w = img.shape[:2]
-        row = dict(file=str(f), width=w, height=h)
-        if (h, w) == (pr.size, pr.size): patches[len(rows)] = img; row['kind'] = 'patch'
-        elif min(h, w) < pr.size:
-            raise PCamError(f"{f}: {w}x{h} px is smaller than one {pr.size}x{pr.size} window. Pass {pr.size}x{pr.size} "
-                                f"patches, or images at least {pr.size} px on each side for heatmaps")
-        else:
-            hm = predict_heatmap(pr, img, stride, tta, bs, not all_cells, progress=not no_progress)
-            npy, png = names[f].with_suffix('.npy'), names[f].with_suffix('.png')
-            if {npy.resolve(), png.resolve()} & ins: raise PCamError(f"{npy} / {png} would overwrite an input: pass another --heatmaps")
-            hdir.mkdir(parents=True, exist_ok=True)
-            atomic_write(npy, lambda fh: np.save(fh, hm))
-            plt.close(plot_heatmap(img, hm, png, stride=stride, title=f"{f.name}: P(tumour){' (D4 TTA)' if tta else ''}"))
-            t = hm[~np.isnan(hm)]
-            row.update(kind='heatmap', max_prob=t.max() if len(t) else None, mean_prob=t.mean() if len(t) else None,
-                       tissue_frac=len(t) / hm.size, heatmap=str(npy))
-        rows.append(row)
-    if patches:
-        p = predict_patches(pr, np.stack(list(patches.values())), tta, bs, progress=not no_progress)
-        for i, r in zip(patches, p.itertuples()):
-            rows[i].update(prob=r.prob, prob_tta=r.prob_tta if tta else None)
-    cols = ['file', 'kind', 'width', 'height', 'prob', 'prob_tta', 'max_prob', 'mean_prob', 'tissue_frac', 'heatmap']
-    df = pd.DataFrame(rows).reindex(columns=cols)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda f: df.to_csv(f, index=False, float_format='%.6f'), 'w')
+    size = run_config(run_dir)['img_size']
+    stride, bs, device = _check_stride(stride, size), _check_bs(bs), check_device(device)
+    job = check_inputs(inputs, out, heatmaps, size, max_pixels)
+    df = predict_files(Predictor.from_run(run_dir, device), job, stride, tta, bs, not all_cells, progress, True, max_pixels)
+    atomic_write(job.out, lambda f: df.to_csv(f, index=False, float_format='%.6f'), 'w')
     n_hm = int((df.kind == 'heatmap').sum())
-    print(f"{len(df) - n_hm} patches, {n_hm} heatmaps{' (in ' + str(hdir) + ')' if n_hm else ''} -> {out}")
+    print(f"{len(df) - n_hm} patches, {n_hm} heatmaps{' (in ' + str(job.heatmaps) + ')' if n_hm else ''} -> {job.out}")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from fastprogress.fastprogress import progress_bar
 
 from .core import PCamError, pcam_cli
+from .download import writable_folder
 from .data import PCamH5Writer, PCAM_CLASSES, SPLITS, pcam_h5_paths, data_dir, register_source
 
 # %% auto #0
@@ -246,60 +247,74 @@ def _frame_point(g, B, size, c0):
     x = torch.where(side == 2, d, torch.where(side == 3, size - d, t))
     return y, x
 
-# %% ../nbs/03_synth.ipynb #a65fbd2a
-def _scene(g, B, size, tumour_frac, hard_frac):
-    "Draw everything random about a block of B patches: what each shows, where the cells are, tissue, stain and optics."
-    cs, q = centre_slice(size), size // 4
-    c0, c1 = cs.start, cs.stop
-    s = {}
-    def in_box(y, x, m): return (y >= c0 - m) & (y < c1 + m) & (x >= c0 - m) & (x < c1 + m)
-    # --- intent: tumour reaching into the centre, tumour only around it, or none (the label is measured later)
+# %% ../nbs/03_synth.ipynb #0fff6b12
+def _in_box(y, x, size:int, m):
+    "Whether patch coordinates (y, x) lie within `m` px of the centre region."
+    cs = centre_slice(size)
+    return (y >= cs.start - m) & (y < cs.stop + m) & (x >= cs.start - m) & (x < cs.stop + m)
+
+def _layout(g, B, size, tumour_frac, hard_frac) -> dict:
+    "What each of B patches shows: intent (`pos`, `hard`), tissue kind (`lymph`), density field, focus, tumour and histiocyte cluster fields."
+    c0, c1, q = centre_slice(size).start, centre_slice(size).stop, size // 4
     pos = torch.rand(B, generator=g) < tumour_frac
     hard = ~pos & (torch.rand(B, generator=g) < hard_frac)
-    has_t = pos | hard
     kind = torch.rand(B, generator=g)       # lymph-rich, stroma-rich or mixed tissue
     lymph = torch.where(kind < 0.45, _U(g, B, 0.75, 1.0), torch.where(kind < 0.75, _U(g, B, 0.0, 0.25), _U(g, B, 0.25, 0.75)))
     dens = _smooth_field(g, B, 4, q) - 0.5
     blur = torch.randint(0, len(BLURS), (B,), generator=g, dtype=torch.int32)
-    # --- tumour cluster: near the centre region for positives, in the frame around it for hard negatives
-    fy, fx = _frame_point(g, B, size, c0)
+    fy, fx = _frame_point(g, B, size, c0)   # tumour cluster: near the centre for positives, in the frame for hard negatives
     cy = torch.where(pos, _U(g, B, c0 - 12, c1 + 12), fy); cx = torch.where(pos, _U(g, B, c0 - 12, c1 + 12), fx)
     clus = _cluster(g, B, size, cy, cx, torch.rand(B, generator=g) < 0.25)
-    clus[~has_t] = 1e3
-    # --- histiocyte clusters (decoys) in half of all patches, anywhere, blind to the label
+    clus[~(pos | hard)] = 1e3
     hist = _cluster(g, B, size, _U(g, B, -10, size + 10), _U(g, B, -10, size + 10), torch.rand(B, generator=g) < 0.5)
     hist[torch.rand(B, generator=g) > 0.5] = 1e3
-    # --- tumour cells on a jittered grid inside the cluster; hard negatives keep cell centres >= 7 px from the centre region
+    return dict(pos=pos, hard=hard, lymph=lymph, dens=dens, blur=blur, clus=clus, hist=hist)
+
+# %% ../nbs/03_synth.ipynb #ff3198ce
+def _tumour_cells(g, B, size, L):
+    "Tumour-cell stamps of the block, and the number of tumour cells whose centre lies in each patch."
+    c0, c1, q = centre_slice(size).start, centre_slice(size).stop, size // 4
     b, y, x = _jgrid(g, B, size, 11.0, 14.5, 0.25, 9)
     i = _field_index(b, y, x, size, q)
-    keep = (clus.view(-1)[i] < 1) & (torch.rand(len(b), generator=g) < _U(g, B, 0.7, 1.0)[b])
-    keep &= ~(hard[b] & in_box(y, x, 7))
-    need = pos & (torch.zeros(B).index_add_(0, b, (keep & in_box(y, x, 0)).float()) == 0)
+    keep = (L['clus'].view(-1)[i] < 1) & (torch.rand(len(b), generator=g) < _U(g, B, 0.7, 1.0)[b])
+    keep &= ~(L['hard'][b] & _in_box(y, x, size, 7))
+    need = L['pos'] & (torch.zeros(B).index_add_(0, b, (keep & _in_box(y, x, size, 0)).float()) == 0)
     fy, fx = _U(g, B, c0 - 3, c1 + 3).round(), _U(g, B, c0 - 3, c1 + 3).round()   # one cell in or at the centre
     b, y, x, keep = [torch.cat([t.view(B, -1), f[:, None]], 1).view(-1)
                      for t, f in ((b, torch.arange(B, dtype=torch.int32)), (y, fy), (x, fx), (keep, need))]
-    s['tumour'] = _cells(g, 'tumour', b, y, x, keep, blur, size)
-    s['n_tumour_cells'] = torch.bincount(b[keep & (y >= 0) & (y < size) & (x >= 0) & (x < size)], minlength=B)
-    # --- histiocytes: the clusters, plus a few scattered ones
+    stamps = _cells(g, 'tumour', b, y, x, keep, L['blur'], size)
+    return stamps, torch.bincount(b[keep & (y >= 0) & (y < size) & (x >= 0) & (x < size)], minlength=B)
+
+# %% ../nbs/03_synth.ipynb #4b58c372
+def _histiocytes(g, B, size, L):
+    "Histiocyte stamps: the decoy clusters outside the tumour, plus a few scattered ones."
     b, y, x = _jgrid(g, B, size, 11.0, 14.5, 0.25, 9)
-    i = _field_index(b, y, x, size, q)
-    keep = (hist.view(-1)[i] < 1) & (clus.view(-1)[i] > 1.2) & (torch.rand(len(b), generator=g) < 0.8)
+    i = _field_index(b, y, x, size, size // 4)
+    keep = (L['hist'].view(-1)[i] < 1) & (L['clus'].view(-1)[i] > 1.2) & (torch.rand(len(b), generator=g) < 0.8)
     b, y, x, keep = [torch.cat(o) for o in zip((b, y, x, keep), _uniform_pts(g, B, 4, size, 5, 0.5 * torch.rand(B, generator=g)))]
-    s['histio'] = _cells(g, 'histio', b, y, x, keep, blur, size, sort=True)
-    # --- lymphocytes: a dense jittered grid thinned by a smooth density field; none inside the clusters
+    return _cells(g, 'histio', b, y, x, keep, L['blur'], size, sort=True)
+
+def _lymphocytes(g, B, size, L):
+    "Lymphocyte stamps: a dense jittered grid thinned by the density field; none inside the clusters."
     b, y, x = _jgrid(g, B, size, 5.6, 7.6, 0.3, 5)
-    i = _field_index(b, y, x, size, q)
-    keep = torch.rand(len(b), generator=g) < lymph[b] + 1.2 * dens.view(-1)[i]
-    keep &= ((clus.view(-1)[i] > 1.3) | (hard[b] & in_box(y, x, 3))) & (hist.view(-1)[i] > 1.2)
-    s['lymph'] = _cells(g, 'lymph', b, y, x, keep, blur, size)
-    # --- stroma: a strip of fibre texture, spindle nuclei along the fibres
+    i = _field_index(b, y, x, size, size // 4)
+    keep = torch.rand(len(b), generator=g) < L['lymph'][b] + 1.2 * L['dens'].view(-1)[i]
+    keep &= ((L['clus'].view(-1)[i] > 1.3) | (L['hard'][b] & _in_box(y, x, size, 3))) & (L['hist'].view(-1)[i] > 1.2)
+    return _cells(g, 'lymph', b, y, x, keep, L['blur'], size)
+
+# %% ../nbs/03_synth.ipynb #80bc2d30
+def _stroma(g, B, size, L):
+    "Per patch, the flat offset of its strip of fibre texture; and spindle-nucleus stamps along the fibres."
     fib, fib_th = fibre_bank(size)
     ang = torch.randint(0, len(fib_th), (B,), generator=g)
-    s['fibre'] = ang * (fib.shape[1] * size) + torch.randint(0, fib.shape[1] - size + 1, (B,), generator=g) * size
-    b, y, x, keep = _uniform_pts(g, B, 14, size, 6, (1 - lymph) * _U(g, B, 0.15, 0.6))
+    fibre = ang * (fib.shape[1] * size) + torch.randint(0, fib.shape[1] - size + 1, (B,), generator=g) * size
+    b, y, x, keep = _uniform_pts(g, B, 14, size, 6, (1 - L['lymph']) * _U(g, B, 0.15, 0.6))
     sa = ((fib_th[ang][b] + 0.2 * torch.randn(len(b), generator=g)) * (16 / math.pi)).round().int() % 16
-    s['spindle'] = _cells(g, 'spindle', b, y, x, keep, blur, size, sa + 16 * torch.randint(0, 6, (len(b),), generator=g, dtype=torch.int32))
-    # --- tissue holes: tissue edges and fat vacuoles, as a signed distance (px, > 0 in tissue) at 1/4 resolution
+    return fibre, _cells(g, 'spindle', b, y, x, keep, L['blur'], size, sa + 16 * torch.randint(0, 6, (len(b),), generator=g, dtype=torch.int32))
+
+def _holes(g, B, size):
+    "The patches with a tissue edge or fat vacuoles, and their signed distance to tissue (px, > 0 in tissue) at 1/4 resolution."
+    q = size // 4
     edge, fat = torch.rand(B, generator=g) < 0.22, torch.rand(B, generator=g) < 0.25
     yq = (torch.arange(q, dtype=torch.float32) + 0.5) * (size / q)
     sdf = torch.where(_col(edge), (_smooth_field(g, B, 4, q) - _col(_U(g, B, 0.15, 0.75))) * 80, torch.tensor(1e3))
@@ -308,9 +323,12 @@ def _scene(g, B, size, tumour_frac, hard_frac):
     on = (torch.rand(B, 3, 1, 1, generator=g) < 0.7) & fat.view(B, 1, 1, 1)
     disc = ((yq[:, None] - fy)**2 + (yq[None, :] - fx)**2).sqrt() - fr
     sdf = torch.minimum(sdf, disc.masked_fill(~on, 1e3).amin(1))
-    s['holes'] = torch.nonzero(edge | on.view(B, 3).any(1))[:, 0]
-    s['sdf'] = sdf[s['holes']]
-    # --- stain and optics: stroma eosin, background haematoxylin, stain vectors and strengths, light, sensor noise
+    holes = torch.nonzero(edge | on.view(B, 3).any(1))[:, 0]
+    return holes, sdf[holes]
+
+def _optics(g, B, size, lymph) -> dict:
+    "Stroma eosin `e0`, `e1`, background haematoxylin `h0`, stain matrices `M` (B, RGB, [H, E, 1]), noise offsets and amplitudes."
+    s = {}
     s['e0'], s['e1'] = _col(_U(g, B, 0.1, 0.35)), _col(_U(g, B, 0.1, 0.3) * (1 - 0.6 * lymph))
     s['h0'] = _col(_U(g, B, 0.03, 0.12))
     hv = torch.tensor(H_VEC) + 0.07 * torch.randn(B, 3, generator=g)
@@ -319,10 +337,21 @@ def _scene(g, B, size, tumour_frac, hard_frac):
     mH = -hv / hv.norm(dim=1, keepdim=True) * _U(g, B, 0.5, 1.4)[:, None] * thick
     mE = -ev / ev.norm(dim=1, keepdim=True) * _U(g, B, 0.35, 1.2)[:, None] * thick
     logI0 = torch.log(255 * (_U(g, B, 0.9, 1.0)[:, None] - 0.04 * torch.rand(B, 3, generator=g)))
-    s['M'] = torch.stack([mH, mE, logI0], 2) / math.log(2)       # (B, RGB, [H, E, 1]) in log2 units, for exp2
+    s['M'] = torch.stack([mH, mE, logI0], 2) / math.log(2)       # in log2 units, for exp2
     s['noise'] = torch.randint(0, noise_tile(size).numel() - 3 * size * size + 1, (B,), generator=g)
     s['noise_amp'] = _U(g, B, 2, 10)[:, None]
     return s
+
+# %% ../nbs/03_synth.ipynb #1a7df095
+def _scene(g, B, size, tumour_frac, hard_frac):
+    "Draw everything random about a block of B patches: what each shows, where the cells are, tissue, stain and optics."
+    L = _layout(g, B, size, tumour_frac, hard_frac)
+    s = {}
+    s['tumour'], s['n_tumour_cells'] = _tumour_cells(g, B, size, L)
+    s['histio'], s['lymph'] = _histiocytes(g, B, size, L), _lymphocytes(g, B, size, L)
+    s['fibre'], s['spindle'] = _stroma(g, B, size, L)
+    s['holes'], s['sdf'] = _holes(g, B, size)
+    return s | _optics(g, B, size, L['lymph'])
 
 # %% ../nbs/03_synth.ipynb #5bdb0192
 @functools.lru_cache(maxsize=None)
@@ -501,8 +530,10 @@ def make_synthetic(dest=None,                         # output folder (default: 
     "Write a synthetic PCam (train, valid, test) to `dest` in the official HDF5 layout; returns `dest`."
     counts = dict(n_train=n_train, n_valid=n_valid, n_test=n_test)
     _check_synth_args(size, seed, tumour_frac, hard_frac, **counts)
+    if not any(counts.values()):
+        raise PCamError("n_train, n_valid and n_test are all 0: nothing to generate. Pass a count, e.g. --n-train 8192")
     if not isinstance(block, (int, np.integer)) or block < 1: raise PCamError(f"block={block!r}: must be a whole number >= 1")
-    dest, block = Path(dest) if dest else data_dir()/'synthetic', -(-block // BLOCK) * BLOCK
+    dest, block = writable_folder(Path(dest) if dest else data_dir()/'synthetic'), -(-block // BLOCK) * BLOCK
     for split, n in zip(SPLITS, counts.values()):
         if n == 0: continue
         attrs = _synth_attrs(split, n, seed, size, tumour_frac, hard_frac)
@@ -537,10 +568,11 @@ def pcam_synth(dest:str=None,                        # output folder (default: d
                seed:int=0,                           # data set seed
                size:int=96,                          # patch side in px (a multiple of 32, 64-512)
                force:bool=False,                     # regenerate even if the files exist with the same parameters
+               progress:bool=True,                   # progress bar (--no-progress: quiet)
               ):
     "Generate the synthetic PCam data set in the official HDF5 layout."
     t = time.perf_counter()
-    root = make_synthetic(dest, n_train, n_valid, n_test, seed, size, force=force)
+    root = make_synthetic(dest, n_train, n_valid, n_test, seed, size, force=force, progress=progress)
     for split, n in zip(SPLITS, (n_train, n_valid, n_test)):
         if n: print(f"{split}: {n} patches -> {pcam_h5_paths(root, split)[0]}")
     print(f"done in {time.perf_counter() - t:.1f} s")

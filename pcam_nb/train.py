@@ -563,4 +563,4 @@ def pcam_train(data:str=None,  # 'synthetic' (default), a PCam HDF5 folder, an i
         return
     print(json.dumps(m, indent=1))
     print(f"run folder: {out}  (best model: pcam_nb.runs.load_model('{out}'))")
-    print(f"evaluate it: pcam_evaluate {out} --tta   (metrics with CIs, calibration, rotation robustness, figures)")
+    print(f"evaluate it: pcam_evaluate {out}   (metrics with CIs, calibration, rotation robustness, figures)")

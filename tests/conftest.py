@@ -40,15 +40,6 @@ def quarto_env(timeout=600):
     return {**os.environ, 'PATH': f"{os.environ.get('PATH', '')}{os.pathsep}{BIN}"}
 
 
-@pytest.fixture(scope='session')
-def tiny_run(tmp_path_factory):
-    "A pcam_train run trained once per test session: simple_cnn, 1 epoch, 512 synthetic patches."
-    from pcam_nb.train import pcam_run
-    out = tmp_path_factory.mktemp('tiny-run')/'run'
-    pcam_run('synthetic', 'simple_cnn', epochs=1, out=out, limit=512, valid_limit=256, device='cpu', progress=False)
-    return out
-
-
 def cli(*args, cwd=None, timeout=300, env=None):
     "Run console script `args[0]` of this venv; returns the CompletedProcess (text)."
     exe = BIN/args[0]
@@ -127,3 +118,63 @@ def leftovers(folder):
     "Temporary files (.NAME.tmp-PID, as core's tmp_path names them) that writers left under `folder`."
     folder = Path(folder)
     return sorted(folder.rglob('.*.tmp-*')) if folder.exists() else []
+
+
+def run_command(func, *args):
+    """Run console-script function `func` in this process as its command does (argv[0] is its name), stdout and stderr
+    captured: a CompletedProcess like `cli`'s, with the same argument parsing and error handling, without the seconds a
+    new process spends importing torch. An unexpected exception propagates (the test fails with its traceback)."""
+    import contextlib, io
+    out, err, old = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv, code = [func.__name__, *map(str, args)], 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): func()
+    except SystemExit as e: code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally: sys.argv = old
+    return subprocess.CompletedProcess([func.__name__, *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
+def assert_one_line_error(r, *fragments):
+    "A refused command: exit status 2, one line 'error: ...' holding `fragments`, no traceback."
+    assert_clean_error(r, *fragments)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and len(err.splitlines()) == 1 and err.startswith('error: '), (r.returncode, err)
+
+
+def assert_uniform_help(r):
+    "`--help` output of a command: exit 0, every flag spelt with dashes, no flag together with its `--no-` twin."
+    import re
+    assert r.returncode == 0, r.stderr
+    flags = set(re.findall(r'(?<![\w-])--[\w-]+', r.stdout))
+    assert flags and not [f for f in flags if '_' in f], flags
+    pairs = [f for f in flags if f.startswith('--no-') and '--' + f[5:] in flags]
+    assert not pairs, pairs
+    return flags
+
+
+@pytest.fixture(scope='session')
+def _tiny_run(tmp_path_factory):
+    "One small run trained once per test session: simple_cnn, 1 epoch, 512 synthetic 64 px patches (with a test split)."
+    from pcam_nb.synth import make_synthetic
+    from pcam_nb.train import pcam_run
+    root = tmp_path_factory.mktemp('tiny_run')
+    data = make_synthetic(root/'synth', n_train=512, n_valid=256, n_test=256, size=64, seed=5, progress=False)
+    pcam_run(data, 'simple_cnn', epochs=1, out=root/'run', bs=64, device='cpu', progress=False)
+    return root/'run', data
+
+
+@pytest.fixture
+def tiny_run_copy(_tiny_run, tmp_path):
+    "(run folder, data folder): a fresh copy of the session's small 64 px run (its reports are the test's own)."
+    run, data = _tiny_run
+    shutil.copytree(run, tmp_path/'run')
+    return tmp_path/'run', data
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+    "A run at PCam's own patch size (96 px) trained once per test session, for tests that only read it (slides, the service)."
+    from pcam_nb.train import pcam_run
+    out = tmp_path_factory.mktemp('tiny-run')/'run'
+    pcam_run('synthetic', 'simple_cnn', epochs=1, out=out, limit=512, valid_limit=256, device='cpu', progress=False)
+    return out

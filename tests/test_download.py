@@ -100,7 +100,7 @@ def run(*args, timeout=60):
 
 def fetch(server, files, dest, *args):
     "Run pcam_download against the local server with the small files' checksums."
-    return run('--dest', dest, '--base_url', server.url, '--md5', files['md5sums'], '--quiet', *args)
+    return run('--dest', dest, '--base-url', server.url, '--md5', files['md5sums'], '--no-progress', *args)
 
 def names(folder): return sorted(o.name for o in Path(folder).iterdir()) if Path(folder).exists() else []
 
@@ -128,7 +128,7 @@ def test_full_download_then_nothing_to_do(server, files, tmp_path):
 
 
 def test_keep_gz(server, files, tmp_path):
-    r = fetch(server, files, tmp_path, '--splits', 'valid', '--keep_gz', '--no-meta')
+    r = fetch(server, files, tmp_path, '--splits', 'valid', '--keep-gz', '--no-meta')
     assert r.returncode == 0, r.stderr
     gz = tmp_path/f'{stem("valid")}_x.h5.gz'
     assert md5_of(gz) == md5_of(files['root']/gz.name)
@@ -175,12 +175,12 @@ def test_checksum_mismatch(server, files, tmp_path):
     bad = tmp_path/'MD5SUMS'
     bad.write_text(files['md5sums'].read_text().replace(md5_of(files['root']/f'{stem("valid")}_y.h5.gz'), 'f' * 32))
     dest = tmp_path/'pcam'
-    r = run('--dest', dest, '--base_url', server.url, '--md5', bad, '--splits', 'valid', '--quiet')
+    r = run('--dest', dest, '--base-url', server.url, '--md5', bad, '--splits', 'valid', '--no-progress')
     assert_clean_error(r, 'checksum mismatch', 'f' * 32, f'{stem("valid")}_y.h5.gz', 'deleted')
     assert not any(n.startswith(f'{stem("valid")}_y') for n in names(dest))  # no .part, no .gz, no .h5
     # the official checksums (the default) do not match the small files either
     with pytest.raises(PCamError, match='checksum mismatch.*d8c2d60d490dbd479f8199bdfa0cf6ec'):
-        pcam_download(dest=tmp_path/'official', base_url=server.url, splits='test', quiet=True)
+        pcam_download(dest=tmp_path/'official', base_url=server.url, splits='test', progress=False)
     assert names(tmp_path/'official') == []
 
 
@@ -196,25 +196,25 @@ def test_no_half_written_h5(server, files, tmp_path):
     sums.write_text(''.join(f'{md5_of(o)}  {o.name}\n' for o in sorted(root.iterdir())))
     server.root = root
     dest = tmp_path/'pcam'
-    r = run('--dest', dest, '--base_url', server.url, '--md5', sums, '--splits', 'valid', '--quiet')
+    r = run('--dest', dest, '--base-url', server.url, '--md5', sums, '--splits', 'valid', '--no-progress')
     assert_clean_error(r, 'not a complete gzip file', xgz.name)
     assert f'{stem("valid")}_x.h5' not in names(dest)
     assert not [n for n in names(dest) if n.startswith('.')]  # no temporary file left
     with pytest.raises(PCamError, match="decompresses to an invalid file.*no dataset 'y'"):
-        pcam_download(dest=dest, base_url=server.url, md5=str(sums), splits='test', quiet=True)
+        pcam_download(dest=dest, base_url=server.url, md5=str(sums), splits='test', progress=False)
     assert f'{stem("test")}_x.h5' in names(dest) and f'{stem("test")}_y.h5' not in names(dest)
     assert not [n for n in names(dest) if n.startswith('.')]
 
 
 def test_offline_fails_fast(tmp_path):
     port = closed_port()
-    r = run('--dest', tmp_path, '--base_url', f'http://127.0.0.1:{port}/files', timeout=30)
+    r = run('--dest', tmp_path, '--base-url', f'http://127.0.0.1:{port}/files', timeout=30)
     assert_clean_error(r)
     assert r.seconds < 10, f'took {r.seconds:.1f} s'
     err = r.stderr.strip()
     assert len(err.splitlines()) == 1
     assert f'Cannot reach http://127.0.0.1:{port}/files/{stem("train")}_x.h5.gz' in err
-    assert 'Connection refused' in err and 'https://zenodo.org/records/2546921' in err and '--base_url' in err
+    assert 'Connection refused' in err and 'https://zenodo.org/records/2546921' in err and '--base-url' in err
     assert str(tmp_path.resolve()) in err
     assert names(tmp_path) == []
 
@@ -222,7 +222,7 @@ def test_offline_fails_fast(tmp_path):
 def test_silent_server_times_out(tmp_path):
     mute = socket.socket(); mute.bind(('127.0.0.1', 0)); mute.listen(4)  # accepts connections, never answers
     try:
-        r = run('--dest', tmp_path, '--base_url', f'http://127.0.0.1:{mute.getsockname()[1]}', '--timeout', '1', timeout=30)
+        r = run('--dest', tmp_path, '--base-url', f'http://127.0.0.1:{mute.getsockname()[1]}', '--timeout', '1', timeout=30)
     finally: mute.close()
     assert_clean_error(r, 'no answer within 1 s')
     assert r.seconds < 10, f'took {r.seconds:.1f} s'
@@ -236,6 +236,6 @@ def test_bad_inputs(server, files, tmp_path):
     r = fetch(server, files, tmp_path/'afile'/'pcam')
     assert_clean_error(r, 'cannot write there', str(tmp_path/'afile'/'pcam'))
     with pytest.raises(PCamError, match='checksum file not found'):
-        pcam_download(dest=tmp_path/'b', base_url=server.url, md5=str(tmp_path/'nope.txt'), splits='valid', quiet=True)
+        pcam_download(dest=tmp_path/'b', base_url=server.url, md5=str(tmp_path/'nope.txt'), splits='valid', progress=False)
     with pytest.raises(PCamError, match='HTTP 404'):
-        pcam_download(dest=tmp_path/'c', base_url=server.url + '/wrong', splits='valid', quiet=True)
+        pcam_download(dest=tmp_path/'c', base_url=server.url + '/wrong', splits='valid', progress=False)

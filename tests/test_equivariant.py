@@ -3,7 +3,7 @@ import json
 
 import pytest, torch
 
-from conftest import cli
+from conftest import run_command
 from pcam_nb.equivariant import (gcnn, cnn_baseline, d4_spread, d4_logits, escnn_modules, EscnnMissingError, ensure_arch,
                                  ESCNN_INSTALL, GCNN)
 from pcam_nb.models import create_model, n_params
@@ -97,9 +97,10 @@ def test_pcam_train_gcnn_d4(tmp_path):
     from pcam_nb.synth import make_synthetic
     from pcam_nb.runs import load_model
     data = make_synthetic(tmp_path/'synth', n_train=128, n_valid=64, n_test=0, seed=5, size=64, progress=False)
+    from pcam_nb.train import pcam_train
     out = tmp_path/'run'
-    r = cli('pcam_train', '--data', data, '--arch', 'gcnn_d4', '--epochs', 1, '--bs', 64, '--device', 'cpu',
-            '--no-progress', '--out', out)
+    r = run_command(pcam_train, '--data', data, '--arch', 'gcnn_d4', '--epochs', 1, '--bs', 64, '--device', 'cpu',
+                    '--no-progress', '--out', out)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out/'metrics.json').read_text())
     assert m['epochs'] == 1 and 0 <= m['valid_auc'] <= 1

@@ -4,26 +4,19 @@ import json, re
 import numpy as np, pandas as pd, pytest, torch
 from sklearn.metrics import (roc_auc_score, roc_curve, accuracy_score, balanced_accuracy_score, f1_score, recall_score, log_loss)
 
-from conftest import cli, assert_clean_error
+from conftest import cli, run_command, assert_clean_error
 from pcam_nb.core import PCamError
 from pcam_nb.data import pcam_h5_paths
 from pcam_nb.evaluate import (roc_auc, _weighted_auc, auc_ci, classification_metrics, ece, fit_temperature,
-                              calibrated_probs, rotation_robustness, evaluate_run, compare_runs)
+                              calibrated_probs, rotation_robustness, evaluate_run, compare_runs, pcam_evaluate)
 from pcam_nb.core import D4_NAMES
 from pcam_nb.core import d4
 
 
-@pytest.fixture(scope='module')
-def run(tmp_path_factory):
-    "A finished pcam_train run (baseline CNN, 1 epoch) on a small synthetic set with a test split."
-    from pcam_nb.synth import make_synthetic
-    root = tmp_path_factory.mktemp('eval')
-    data = make_synthetic(root/'synth', n_train=512, n_valid=256, n_test=256, seed=5, progress=False)
-    out = root/'run'
-    r = cli('pcam_train', '--data', data, '--arch', 'simple_cnn', '--epochs', 1, '--bs', 64, '--device', 'cpu',
-            '--no-progress', '--out', out)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out, data
+@pytest.fixture
+def run(tiny_run_copy):
+    "A finished pcam_train run (baseline CNN, 1 epoch) on a small synthetic set with a test split: conftest's `tiny_run_copy`."
+    return tiny_run_copy
 
 
 @pytest.mark.parametrize('seed', range(5))
@@ -93,11 +86,11 @@ def test_rotation_robustness_of_invariant_and_not():
 
 def test_evaluate_cli(run, tmp_path):
     out, data = run
-    r = cli('pcam_evaluate', out, '--tta', '--n-boot', 200, '--device', 'cpu', '--no-progress')
+    r = cli('pcam_evaluate', out, '--n-boot', 200, '--device', 'cpu', '--no-progress')    # the console script; D4 TTA by default
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads((out/'eval_test.json').read_text())                  # default split: test, when the data has one
     assert {'auc', 'auc_ci', 'accuracy', 'nll', 'ece', 'n', 'tta', 'robustness', 'calibration'} <= set(rep)
-    assert rep['n'] == 256 and rep['split'] == 'test' and not rep['selection_split']
+    assert rep['n'] == 256 and rep['split'] == 'test' and not rep['selection_split'] and rep['note'] is None
     assert rep['auc_ci'][0] <= rep['auc'] <= rep['auc_ci'][1]
     for f in ('roc', 'confusion', 'reliability', 'mistakes', 'grad_cam'):
         assert (out/'eval_test'/f'{f}.png').stat().st_size > 5000, f
@@ -105,33 +98,36 @@ def test_evaluate_cli(run, tmp_path):
     assert list(pred.columns) == ['id', 'label', 'prob', 'prob_tta'] and len(pred) == 256
     assert roc_auc_score(pred.label, pred.prob) == pytest.approx(rep['auc'], abs=1e-5)
     assert 'D4 TTA' in r.stdout and 'rotation robustness' in r.stdout and 'auc' in r.stdout
-    r2 = cli('pcam_evaluate', out, '--split', 'valid', '--n-boot', 200, '--device', 'cpu', '--no-progress', '--no-plots')
+    # the rest in this process: the same parsing and error handling, without a new process to start
+    r2 = run_command(pcam_evaluate, out, '--split', 'valid', '--no-tta', '--n-boot', 200, '--device', 'cpu', '--no-progress', '--no-plots')
     assert r2.returncode == 0, r2.stderr[-3000:]
-    assert 'optimistic' in r2.stdout                                     # valid chose the best epoch
+    assert 'optimistic' in r2.stdout and 'D4 TTA' not in r2.stdout       # valid chose the best epoch; --no-tta: plain only
     # the same model evaluated again (in this process) gives the same numbers
     v1 = json.loads((out/'eval_valid.json').read_text())
+    assert 'tta' not in v1 and not (out/'eval_valid'/'roc.png').exists()
     v2 = evaluate_run(out, split='valid', tta=False, n_boot=200, device='cpu', progress=False, plots=False)
     drop = lambda d: {k: v for k, v in d.items() if k not in ('seconds', 'evaluated', 'predict_seconds_per_1000')}
     assert drop(v1) == drop(v2)
-    r4 = cli('pcam_evaluate', out, out, '--compare', '--split', 'test', '--no-progress')
+    r4 = run_command(pcam_evaluate, out, out, '--compare', '--split', 'test', '--no-progress')
     assert r4.returncode == 0, r4.stderr[-3000:]
-    assert r4.stdout.count('simple_cnn') == 2 and re.search(r'^\| run +\|', r4.stdout, re.M)
+    assert r4.stdout.count('simple_cnn') == 2 and re.search(r'^\|\s*run\s*\|\s*arch', r4.stdout, re.M), r4.stdout
 
 
 def test_evaluate_a_single_file_and_fresh_compare(run):
     """Another source of the same patches (one HDF5 file) scores the same; a file never stands in for another split;
     --compare re-evaluates when the stored report answers another question (other data)."""
+    from pcam_nb.train import pcam_train
     out, data = run
     own = evaluate_run(out, split='valid', tta=False, n_boot=50, device='cpu', progress=False, plots=False)
     vf = pcam_h5_paths(data, 'valid')[0]
-    opts = ['--n-boot', 50, '--device', 'cpu', '--no-progress', '--no-plots']
-    r = cli('pcam_evaluate', out, '--data', vf, '--split', 'valid', *opts)
+    opts = ['--n-boot', 50, '--device', 'cpu', '--no-progress', '--no-plots', '--no-tta']
+    r = run_command(pcam_evaluate, out, '--data', vf, '--split', 'valid', *opts)
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads((out/'eval_valid.json').read_text())
     assert rep['data'] == str(vf) and rep['n'] == own['n'] and rep['auc'] == pytest.approx(own['auc'], abs=1e-6)
     assert rep['selection_split'] and 'optimistic' in r.stdout        # the same valid patches that picked the epoch
-    assert_clean_error(cli('pcam_evaluate', out, '--data', vf, '--split', 'test', *opts), "holds the 'valid' split, not 'test'")
-    assert_clean_error(cli('pcam_train', '--data', vf, '--epochs', 1, '--device', 'cpu', '--out', out.parent/'x'),
+    assert_clean_error(run_command(pcam_evaluate, out, '--data', vf, '--split', 'test', *opts), "holds the 'valid' split, not 'test'")
+    assert_clean_error(run_command(pcam_train, '--data', vf, '--epochs', 1, '--device', 'cpu', '--out', out.parent/'x'),
                        "holds the 'valid' split, not 'train'", 'Pass its folder')
     df = compare_runs([out], 'valid', tta=False, n_boot=50, device='cpu', progress=False, plots=False)
     assert json.loads((out/'eval_valid.json').read_text())['data'] == str(data)  # re-evaluated on the run's own data
@@ -140,12 +136,12 @@ def test_evaluate_a_single_file_and_fresh_compare(run):
 
 def test_evaluate_bad_input(run, tmp_path):
     out, data = run
-    assert_clean_error(cli('pcam_evaluate', tmp_path/'nope', out), '--compare')
+    assert_clean_error(run_command(pcam_evaluate, tmp_path/'nope', out), '--compare')
     with pytest.raises(PCamError, match='config.json'): evaluate_run(tmp_path/'nope')
     with pytest.raises(PCamError, match='missing'): evaluate_run(out, data=tmp_path/'missing', progress=False)
     with pytest.raises(PCamError, match='classes'): evaluate_run(out, data=class_folders(tmp_path), progress=False)
     empty = tmp_path/'run-empty'; empty.mkdir()
-    (empty/'config.json').write_text(json.dumps({'arch': 'simple_cnn', 'classes': ['a', 'b'], 'img_size': 96, 'data': str(data)}))
+    (empty/'config.json').write_text(json.dumps({'arch': 'simple_cnn', 'classes': ['normal', 'tumour'], 'img_size': 64, 'data': str(data)}))
     with pytest.raises(PCamError, match='model.pth'): evaluate_run(empty, progress=False)
 
 

@@ -29,7 +29,7 @@ def test_offline_is_fast_and_says_what_to_do(torch_home, monkeypatch):
     with pytest.raises(WeightsUnavailableError) as e: create_model('vgg16_bn', pretrained=True)
     assert time.perf_counter() - t0 < 2
     msg = str(e.value)
-    for s in ('vgg16_bn-6c64b313.pth', str(torch_home/'hub'/'checkpoints'), 'TORCH_HOME', '--weights PATH', '--no-pretrained',
+    for s in ('vgg16_bn-6c64b313.pth', str(torch_home/'hub'/'checkpoints'), 'TORCH_HOME', '--weights PATH', 'without --pretrained',
               'https://download.pytorch.org/models/vgg16_bn-6c64b313.pth'):
         assert s in msg, s
     assert isinstance(e.value, RuntimeError)
