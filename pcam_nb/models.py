@@ -97,7 +97,7 @@ def create_model(arch, # a name in `ARCHS` (see `list_archs()`)
     if img_size < info.min_size:
         raise ValueError(f"{info.name} needs inputs of at least {info.min_size}x{info.min_size} pixels, got img_size={img_size}")
     if (pretrained or weights is not None) and not info.pretrained_ok:
-        raise ValueError(f"{info.name} has no pretrained weights: use pretrained=False (pcam_train's default: no --pretrained) and weights=None. "
+        raise ValueError(f"{info.name} has no pretrained weights: train it from scratch (pretrained=False and weights=None: pcam_train without --pretrained). "
                          f"Architectures with pretrained weights: {', '.join(list_archs(pretrained_ok=True))}.")
     return info.builder(n_out=int(n_out), pretrained=bool(pretrained or weights is not None), weights=weights,
                         img_size=img_size, **kw)
