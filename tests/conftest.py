@@ -94,6 +94,11 @@ def cli_many(calls, workers=4, timeout=300, env=None):
     return [res[i] for i in range(len(calls))]
 
 
+def fork_cli(*args, timeout=300, env=None):
+    "`cli(*args)` run in a child forked from this process (see `cli_many`): the console script's own code, exit code and output."
+    return cli_many([args], workers=1, timeout=timeout, env=env)[0]
+
+
 def assert_clean_error(r, *fragments, one_line=False):
     "A failed CLI run with a helpful message (with `one_line`: exactly one line, 'error: ...', exit 2) and no traceback."
     assert r.returncode != 0, r.stdout + r.stderr

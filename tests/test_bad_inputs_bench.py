@@ -1,18 +1,18 @@
 "pcam_bench on bad input: one-line errors naming the value (exit 2, no traceback) before any data is generated."
 import pytest, torch
 
-from conftest import cli, run_command, assert_one_line_error, assert_uniform_help
+from conftest import fork_cli, run_command, assert_one_line_error, assert_uniform_help
 from pcam_nb.bench import pcam_bench
 
 
 def test_help_is_uniform():
-    flags = assert_uniform_help(cli('pcam_bench', '--help'))
+    flags = assert_uniform_help(fork_cli('pcam_bench', '--help'))
     assert {'--json', '--no-compile', '--no-progress', '--per-item-steps', '--n-train', '--tta-n'} <= flags
     assert '--compile' not in flags
 
 
 def test_bad_batch_size_through_the_console_script(tmp_path):
-    r = cli('pcam_bench', '--json', tmp_path/'b.json', '--data', tmp_path/'d', '--archs', 'simple_cnn', '--bs', 0, '--device', 'cpu')
+    r = fork_cli('pcam_bench', '--json', tmp_path/'b.json', '--data', tmp_path/'d', '--archs', 'simple_cnn', '--bs', 0, '--device', 'cpu')
     assert_one_line_error(r, 'bs=0', 'whole number >= 1')
     assert not (tmp_path/'d').exists() and not (tmp_path/'b.json').exists()
 

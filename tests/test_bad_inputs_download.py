@@ -3,20 +3,20 @@ import os
 from pathlib import Path
 import pytest
 
-from conftest import cli, run_command, assert_one_line_error, assert_uniform_help
+from conftest import fork_cli, run_command, assert_one_line_error, assert_uniform_help
 from pcam_nb.download import pcam_download
 
 NOWHERE = 'http://127.0.0.1:9/files'   # never contacted: every case fails before the first request
 
 
 def test_help_is_uniform():
-    flags = assert_uniform_help(cli('pcam_download', '--help'))
+    flags = assert_uniform_help(fork_cli('pcam_download', '--help'))
     assert {'--base-url', '--no-meta', '--keep-gz', '--no-progress', '--retries', '--timeout'} <= flags
     assert '--quiet' not in flags and '--meta' not in flags
 
 
 def test_bad_retries_through_the_console_script(tmp_path):
-    r = cli('pcam_download', '--dest', tmp_path/'d', '--retries', -1, '--base-url', NOWHERE)
+    r = fork_cli('pcam_download', '--dest', tmp_path/'d', '--retries', -1, '--base-url', NOWHERE)
     assert_one_line_error(r, 'retries=-1', 'whole number >= 0')
     assert not (tmp_path/'d').exists()
 

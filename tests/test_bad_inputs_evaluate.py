@@ -2,19 +2,19 @@
 import json
 import pytest, torch
 
-from conftest import cli, run_command, assert_one_line_error, assert_clean_error, assert_uniform_help
+from conftest import fork_cli, run_command, assert_one_line_error, assert_clean_error, assert_uniform_help
 from pcam_nb.evaluate import pcam_evaluate
 
 
 def test_help_is_uniform():
-    flags = assert_uniform_help(cli('pcam_evaluate', '--help'))
+    flags = assert_uniform_help(fork_cli('pcam_evaluate', '--help'))
     assert {'--no-tta', '--no-plots', '--no-progress', '--compare', '--n-boot', '--target-sensitivity'} <= flags
     assert '--tta' not in flags and '--plots' not in flags                  # TTA is on by default: one flag turns it off
 
 
 def test_bad_n_boot_through_the_console_script(tiny_run_copy):
     run, _ = tiny_run_copy
-    assert_one_line_error(cli('pcam_evaluate', run, '--n-boot', 0, '--device', 'cpu'), 'n_boot=0', 'whole number >= 1')
+    assert_one_line_error(fork_cli('pcam_evaluate', run, '--n-boot', 0, '--device', 'cpu'), 'n_boot=0', 'whole number >= 1')
     assert not list(run.glob('eval_*'))
 
 

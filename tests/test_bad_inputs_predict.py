@@ -2,12 +2,12 @@
 import numpy as np, pytest, torch
 from PIL import Image
 
-from conftest import cli, run_command, assert_one_line_error, assert_uniform_help
+from conftest import fork_cli, run_command, assert_one_line_error, assert_uniform_help
 from pcam_nb.predict import pcam_predict
 
 
 def test_help_is_uniform():
-    flags = assert_uniform_help(cli('pcam_predict', '--help'))
+    flags = assert_uniform_help(fork_cli('pcam_predict', '--help'))
     assert {'--out', '--no-tta', '--stride', '--heatmaps', '--all-cells', '--max-pixels', '--no-progress'} <= flags
     assert '--tta' not in flags                                             # on by default; --no-tta turns it off
 
@@ -29,7 +29,7 @@ def inputs(tiny_run_copy, tmp_path):
 
 def test_small_image_through_the_console_script(inputs, tmp_path):
     run, d = inputs
-    r = cli('pcam_predict', run, tmp_path/'small.png', '--out', tmp_path/'x.csv', '--device', 'cpu')
+    r = fork_cli('pcam_predict', run, tmp_path/'small.png', '--out', tmp_path/'x.csv', '--device', 'cpu')
     assert_one_line_error(r, 'small.png: 200x50 px is smaller than one 64x64 window')
     assert not (tmp_path/'x.csv').exists()
 

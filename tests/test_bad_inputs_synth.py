@@ -1,15 +1,15 @@
 "pcam_synth on bad input: each case a one-line error naming the value (exit 2, no traceback), before anything is generated."
-from conftest import cli, run_command, assert_one_line_error, assert_uniform_help
+from conftest import fork_cli, run_command, assert_one_line_error, assert_uniform_help
 from pcam_nb.synth import pcam_synth
 
 
 def test_help_is_uniform():
-    flags = assert_uniform_help(cli('pcam_synth', '--help'))
+    flags = assert_uniform_help(fork_cli('pcam_synth', '--help'))
     assert {'--dest', '--n-train', '--n-valid', '--n-test', '--seed', '--size', '--force', '--no-progress'} <= flags
 
 
 def test_negative_count_through_the_console_script(tmp_path):
-    r = cli('pcam_synth', '--dest', tmp_path/'bad', '--n-train', -5, '--n-valid', 0, '--n-test', 0, timeout=120)
+    r = fork_cli('pcam_synth', '--dest', tmp_path/'bad', '--n-train', -5, '--n-valid', 0, '--n-test', 0, timeout=120)
     assert_one_line_error(r, 'n_train=-5', '>= 0')
     assert not (tmp_path/'bad').exists()
 

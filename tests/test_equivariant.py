@@ -93,13 +93,13 @@ def test_missing_escnn_message(monkeypatch):
 
 
 def test_pcam_train_gcnn_d4(tmp_path):
-    "One epoch of the default D4 GCNN through the CLI (64 px patches); the run folder rebuilds an invariant model."
+    "One epoch of the default D4 GCNN through the CLI (64 px, few patches: escnn's layers are slow on a CPU); the run folder rebuilds an invariant model."
     from pcam_nb.synth import make_synthetic
     from pcam_nb.runs import load_model
-    data = make_synthetic(tmp_path/'synth', n_train=128, n_valid=64, n_test=0, seed=5, size=64, progress=False)
+    data = make_synthetic(tmp_path/'synth', n_train=64, n_valid=32, n_test=0, seed=5, size=64, progress=False)
     from pcam_nb.train import pcam_train
     out = tmp_path/'run'
-    r = run_command(pcam_train, '--data', data, '--arch', 'gcnn_d4', '--epochs', 1, '--bs', 64, '--device', 'cpu',
+    r = run_command(pcam_train, '--data', data, '--arch', 'gcnn_d4', '--epochs', 1, '--bs', 32, '--device', 'cpu',
                     '--no-progress', '--out', out)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out/'metrics.json').read_text())
