@@ -275,7 +275,7 @@ def plot_heatmap(image, probs, fname=None, alpha:float=0.45, stride:int=32, cmap
     else: fig = ax.figure
     sub = max(1, math.ceil(max(h, w) / max_side))
     ax.imshow(img[::sub, ::sub], extent=(0, w, h, 0), interpolation='antialiased')
-    cm = plt.get_cmap(cmap).copy(); cm.set_bad(alpha=0)
+    cm = plt.get_cmap(cmap).with_extremes(bad=(0, 0, 0, 0))
     ax.imshow(np.ma.masked_invalid(probs), cmap=cm, vmin=0, vmax=1, alpha=alpha, interpolation=interpolation,
               extent=(0, probs.shape[1] * s, probs.shape[0] * s, 0))
     ax.set_xlim(0, w); ax.set_ylim(h, 0); ax.set_xticks([]); ax.set_yticks([])
