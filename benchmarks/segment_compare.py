@@ -62,14 +62,14 @@ def one_run(data, arch, seed, a, tmp):
 
 
 def fastai_vs_plain(a, device, steps=32, repeats=2):
-    "Seconds for `steps` training steps of one UNet, through fastai's Learner.fit_one_cycle and through a plain loop."
+    "Seconds for `steps` training steps of one UNet (float32 in both), through fastai's Learner.fit_one_cycle and through a plain loop."
     s = synth_seg(a.n_train + 1, a.tile, 0)
     dls = seg_dls(s[:a.n_train], s[a.n_train:], a.crop, a.bs, device, epoch_crops=steps * a.bs)
     dls.valid = dls.valid.new(bs=1)
     set_seed(0)
-    init = copy.deepcopy(seg_learner(dls, 'unet', a.width).model.state_dict())
+    init = copy.deepcopy(seg_learner(dls, 'unet', a.width, mixed_precision=False).model.state_dict())
     def fastai_run():
-        learn = seg_learner(dls, 'unet', a.width); learn.model.load_state_dict(init)
+        learn = seg_learner(dls, 'unet', a.width, mixed_precision=False); learn.model.load_state_dict(init)
         t = time.perf_counter()
         with learn.no_logging(), learn.no_bar(): learn.fit_one_cycle(1, a.lr_unet)
         return time.perf_counter() - t
@@ -123,7 +123,7 @@ def main(a):
                         train_crops_per_s=round(train_speed(arch, a, device), 1)) for arch in ('unet', 'unetr', 'swin_unetr')}
     loop, steps = fastai_vs_plain(a, device)
     df = pd.DataFrame(rows)
-    res = dict(hardware=hw, torch=torch.__version__, threads=torch.get_num_threads(), settings={k: str(v) for k, v in vars(a).items()},
+    res = dict(hardware=hw, torch=torch.__version__, threads=torch.get_num_threads(), settings={k: Path(v).name if k == 'glas' and v else str(v) for k, v in vars(a).items() if k != 'out'},
                runs=rows, speed=speed, loop=loop, loop_steps=steps, minutes=round((time.perf_counter() - t0) / 60, 1),
                load_average_after=os.getloadavg()[0])
     out = Path(a.out)
