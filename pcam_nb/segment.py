@@ -260,6 +260,7 @@ def seg_run(out, resume:bool=False, overwrite:bool=False, device=None, progress:
 def load_seg_model(run_dir, device='cpu') -> SegNet:
     "The network of finished run `run_dir`, rebuilt from `config.json` and loaded from `model.pth` (weights only)."
     run_dir = Path(run_dir)
+    if not (run_dir/'config.json').is_file(): fail(run_dir, "holds no config.json: not a pcam_segment run", "Pass the --out of `pcam_segment train`")
     cfg = run_config(run_dir)
     if cfg.get('task') != 'segmentation': fail(run_dir, "is not a pcam_segment run (config.json has no task 'segmentation')", "Pass a folder that pcam_segment train wrote")
     if not (run_dir/'model.pth').exists(): fail(run_dir, "holds no model.pth: the run is not finished", f"Finish it: `pcam_segment resume --out {run_dir}`")
@@ -317,19 +318,19 @@ def pcam_segment(command:Param("train, resume or evaluate", str, choices=['train
                  out:str='runs/segment',   # run folder
                  data:str=None,            # 'synthetic' (default), a folder (images/+masks/, train/+train_mask/, GlaS) or a CSV
                  preset:str=None,          # classes and mask rule: glas, bcss, bcss-merged, bcss-binary, binary (default by layout)
-                 arch:str=None,            # unet, unetr or swin_unetr
-                 epochs:int=None,          # one-cycle epochs
-                 lr:float=None,            # peak learning rate
-                 bs:int=None,              # crops per batch
-                 crop:int=None,            # training crop and sliding-window size (px)
-                 width:int=None,           # UNet base channels / UNETR and SwinUNETR feature size
-                 hidden:int=None,          # UNETR transformer width
-                 n_train:int=None,         # synthetic tiles to train on
-                 n_valid:int=None,         # synthetic tiles to validate on
-                 valid:int=None,           # images of a single-folder source kept for validation (evenly spaced)
+                 arch:str=None,            # unet (default), unetr or swin_unetr
+                 epochs:int=None,          # one-cycle epochs (default 8)
+                 lr:float=None,            # peak learning rate (default 3e-3)
+                 bs:int=None,              # crops per batch (default 8)
+                 crop:int=None,            # training crop and sliding-window size in px (default 128)
+                 width:int=None,           # UNet base channels / UNETR and SwinUNETR feature size (default 16)
+                 hidden:int=None,          # UNETR transformer width (default 384)
+                 n_train:int=None,         # synthetic tiles to train on (default 96)
+                 n_valid:int=None,         # synthetic tiles to validate on (default 24)
+                 valid:int=None,           # images of a single-folder source kept for validation, evenly spaced (default 4)
                  max_side:int=None,        # shrink larger images to this many px (longest side)
                  epoch_crops:int=None,     # crops per epoch (default: enough to cover each image once)
-                 seed:int=None,            # random seed (data, weights, crops)
+                 seed:int=None,            # random seed of data, weights and crops (default 0)
                  device:str=None,          # cpu, cuda or cuda:N (default: a GPU if there is one)
                  tta:bool=True,            # evaluate: average the 8 D4 views (--no-tta: one)
                  aug:bool=True,            # train: D4 and stain jitter (--no-aug: none)

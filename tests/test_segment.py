@@ -107,6 +107,8 @@ def test_not_a_layout_and_bad_names(tmp_path):
     with pytest.raises(PCamError, match="preset='bcs'"): load_seg(tmp_path/'ok', 'bcs')
     r = run_command(pcam_segment, 'train', '--arch', 'fcn', '--out', tmp_path/'r', '--device', 'cpu')
     assert_one_line_error(r, 'fcn')
+    assert_one_line_error(run_command(pcam_segment, 'evaluate', '--out', tmp_path/'x'), 'not a pcam_segment run')
+    assert_one_line_error(run_command(pcam_segment, 'resume', '--out', tmp_path/'x', '--epochs', 3), 'resume takes its settings')
 
 
 # ---- loss and metrics against a hand-computed case ----
