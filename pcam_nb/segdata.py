@@ -287,28 +287,34 @@ def channel_stats_seg(s:SegSet, n:int=20000, seed:int=0) -> tuple:
     px = px.astype(np.float32) / 255
     return px.mean(0).tolist(), px.std(0).clip(1e-3).tolist()
 
+def _tensors(s:SegSet, device=None) -> tuple:
+    "The images (3,H,W) and masks (H,W) of `s` as uint8 tensors on `device` (None: sharing the host arrays)."
+    x = [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1) for im in s.images]
+    y = [torch.from_numpy(np.ascontiguousarray(m)) for m in s.masks]
+    if device is None: return x, y
+    return [t.to(device).contiguous() for t in x], [t.to(device) for t in y]
+
 class SegCrops(torch.utils.data.Dataset):
-    "Random `crop` x `crop` crops (uint8 image 3 x c x c, uint8 mask c x c) of a `SegSet`, `n` per epoch; padded with code 0."
-    def __init__(self, s:SegSet, crop:int, n:int|None=None):
-        self.s, self.crop = s, crop
+    "Random `crop` x `crop` crops (uint8 image 3 x c x c, uint8 mask c x c) of a `SegSet` held on `device`, `n` per epoch; padded with code 0."
+    def __init__(self, s:SegSet, crop:int, n:int|None=None, device=None):
+        (self.x, self.y), self.crop = _tensors(s, device), crop
         self.n = n or sum(max(1, round(m.size / crop**2)) for m in s.masks)
     def __len__(self): return self.n
     def __getitem__(self, i):
-        img, m = self.s.images[i % len(self.s)], self.s.masks[i % len(self.s)]
+        img, m = self.x[i % len(self.x)], self.y[i % len(self.y)]
         c, (h, w) = self.crop, m.shape
         y = int(torch.randint(0, max(1, h - c + 1), (1,))); x = int(torch.randint(0, max(1, w - c + 1), (1,)))
-        img, m = torch.from_numpy(np.ascontiguousarray(img[y:y + c, x:x + c])).permute(2, 0, 1), torch.from_numpy(np.ascontiguousarray(m[y:y + c, x:x + c]))
+        img, m = img[:, y:y + c, x:x + c], m[y:y + c, x:x + c]      # views: the batch is gathered by one stack
         if m.shape != (c, c):   # an image smaller than the crop: pad (the mask with the ignored code)
             ph, pw = c - m.shape[0], c - m.shape[1]
             img, m = F.pad(img, (0, pw, 0, ph), value=255), F.pad(m, (0, pw, 0, ph), value=0)
         return img, m
 
 class SegWhole(torch.utils.data.Dataset):
-    "Whole images and masks of a `SegSet`, as uint8 tensors."
-    def __init__(self, s:SegSet): self.s = s
-    def __len__(self): return len(self.s)
-    def __getitem__(self, i):
-        return torch.from_numpy(np.ascontiguousarray(self.s.images[i])).permute(2, 0, 1), torch.from_numpy(self.s.masks[i])
+    "Whole images and masks of a `SegSet` held on `device`, as uint8 tensors."
+    def __init__(self, s:SegSet, device=None): self.x, self.y = _tensors(s, device)
+    def __len__(self): return len(self.x)
+    def __getitem__(self, i): return self.x[i], self.y[i]
 
 class SegBatch(ItemTransform):
     "On the device: uint8 to float, then (training) one random D4 element per sample on image and mask together and stain jitter on the image; normalised."
@@ -325,17 +331,19 @@ class SegBatch(ItemTransform):
         return ((x - m) / s).to(self.dtype), y
 
 def seg_dls(train:SegSet, valid:SegSet, crop:int=128, bs:int=8, device=None, aug:bool=True, stain:float=0.05,
-            stats=None, epoch_crops:int|None=None, dtype=torch.float32) -> DataLoaders:
-    "fastai `DataLoaders`: random crops of `train` (augmented on `device`), whole images of `valid`."
+            stats=None, epoch_crops:int|None=None, dtype=torch.float32, resident:bool|None=None) -> DataLoaders:
+    "fastai `DataLoaders`: random crops of `train` (augmented on `device`), whole images of `valid`; the data on `device` if it fits."
     if list(train.classes) != list(valid.classes):
         raise PCamError(f"train classes {train.classes} differ from valid classes {valid.classes}: use one preset")
     if not len(train) or not len(valid): raise PCamError("train and valid sets must each hold at least one image")
     device = torch.device(device) if device is not None else default_device()
     stats = stats or channel_stats_seg(train)
     same = len({m.shape for m in valid.masks}) == 1
-    trn = DataLoader(SegCrops(train, crop, epoch_crops), bs=bs, shuffle=True, drop_last=True,
+    nbytes = sum(a.nbytes for s in (train, valid) for a in s.images + s.masks)
+    home = device if (resident if resident is not None else fits_on_device(nbytes, device)) else None
+    trn = DataLoader(SegCrops(train, crop, epoch_crops, home), bs=bs, shuffle=True, drop_last=True,
                      after_batch=SegBatch(stats, aug, stain, dtype), device=device)
-    val = DataLoader(SegWhole(valid), bs=bs if same else 1, after_batch=SegBatch(stats, False, 0, dtype), device=device)
+    val = DataLoader(SegWhole(valid, home), bs=bs if same else 1, after_batch=SegBatch(stats, False, 0, dtype), device=device)
     dls = DataLoaders(trn, val, device=device)
     dls.classes, dls.c, dls.stats, dls.crop = list(train.classes), len(train.classes), stats, crop
     return dls

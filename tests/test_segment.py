@@ -164,9 +164,15 @@ def test_sliding_window_equals_direct_on_a_tile_that_needs_no_window():
 
 def test_loader_batches():
     s = synth_seg(6, 64)
-    dls = seg_dls(s[:4], s[4:], crop=32, bs=4, device='cpu')
-    xb, yb = dls.train.one_batch()
-    assert xb.shape == (4, 3, 32, 32) and yb.shape == (4, 32, 32) and yb.dtype == torch.long and 1 <= yb.min() and yb.max() <= 4
+    for resident in (True, False):   # the data held as device tensors, or cut from the host arrays
+        dls = seg_dls(s[:4], s[4:], crop=32, bs=4, device='cpu', resident=resident)
+        xb, yb = dls.train.one_batch()
+        assert xb.shape == (4, 3, 32, 32) and yb.shape == (4, 32, 32) and yb.dtype == torch.long and 1 <= yb.min() and yb.max() <= 4
+        vx, vy = dls.valid.one_batch()
+        assert vx.shape == (2, 3, 64, 64) and (vy == torch.from_numpy(np.stack(s.masks[4:])).long()).all()
+    small = seg_dls(s[:4], s[4:], crop=96, bs=2, device='cpu')            # crops larger than the tiles are padded with code 0
+    xb, yb = small.train.one_batch()
+    assert xb.shape == (2, 3, 96, 96) and (yb == 0).sum() == 2 * (96 * 96 - 64 * 64)
 
 
 # ---- the command end to end ----
