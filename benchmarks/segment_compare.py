@@ -5,7 +5,8 @@ over the same model, loader and number of steps.
 
     python benchmarks/segment_compare.py --glas GLAS_FOLDER [--device cpu] [--seeds 3] [--epochs 6] [--crops 128]
 
-Writes segment_compare.json and segment_compare.png beside this file (or into --out) and prints the tables.
+Writes segment_compare.json and segment_compare.png beside this file (or into --out; `--tag` adds a suffix) and prints
+the tables; `--archs unet,unetr,swin_unetr` trains SwinUNETR too.
 """
 import argparse, copy, json, os, platform, tempfile, time
 from pathlib import Path
@@ -49,7 +50,7 @@ def train_speed(arch, a, device, steps=4):
 
 def one_run(data, arch, seed, a, tmp):
     out = tmp/f'{Path(str(data)).name}-{arch}-{seed}'
-    lr = a.lr_unet if arch == 'unet' else a.lr_unetr
+    lr = a.lr_unet if arch == 'unet' else a.lr_unetr   # the transformer models take the lower rate
     kw = dict(data=str(data), arch=arch, seed=seed, epochs=a.epochs, crop=a.crop, bs=a.bs, epoch_crops=a.crops, lr=lr, **arch_kw(arch, a))
     if data == 'synthetic': kw.update(n_train=a.n_train, n_valid=a.n_valid, tile=a.tile)
     else: kw.update(preset='glas', valid=4, max_side=a.max_side)
@@ -115,23 +116,23 @@ def main(a):
     t0, rows = time.perf_counter(), []
     with tempfile.TemporaryDirectory() as tmp:
         for data in ['synthetic'] + ([a.glas] if a.glas else []):
-            for arch in ('unet', 'unetr'):
+            for arch in a.archs.split(','):
                 for seed in range(a.seeds):
                     rows.append(one_run(data, arch, seed, a, Path(tmp)))
                     r = rows[-1]; print(f"{r['data']:12s} {arch:6s} seed {seed}: Dice {r['mean_dice']:.3f} {r['seconds']:.0f} s", flush=True)
     speed = {arch: dict(params=n_params(seg_model(arch, 4, a.crop, **arch_kw(arch, a))), infer_ms_224=round(infer_ms(arch, a, device), 1),
                         train_crops_per_s=round(train_speed(arch, a, device), 1)) for arch in ('unet', 'unetr', 'swin_unetr')}
-    loop, steps = fastai_vs_plain(a, device)
+    loop, steps = fastai_vs_plain(a, device) if a.loop else (None, 0)
     df = pd.DataFrame(rows)
     res = dict(hardware=hw, torch=torch.__version__, threads=torch.get_num_threads(), settings={k: Path(v).name if k == 'glas' and v else str(v) for k, v in vars(a).items() if k != 'out'},
                runs=rows, speed=speed, loop=loop, loop_steps=steps, minutes=round((time.perf_counter() - t0) / 60, 1),
                load_average_after=os.getloadavg()[0])
     out = Path(a.out)
-    (out/'segment_compare.json').write_text(json.dumps(res, indent=1))
-    plot(df, out/'segment_compare.png')
+    (out/f'segment_compare{a.tag}.json').write_text(json.dumps(res, indent=1))
+    plot(df, out/f'segment_compare{a.tag}.png')
     summ = df.groupby(['data', 'arch'], sort=False).agg(mean_dice=('mean_dice', 'mean'), sd=('mean_dice', 'std'),
                                                         params=('params', 'first'), train_crops_per_s=('train_crops_per_s', 'mean'))
-    print(summ.to_markdown(floatfmt='.3f')); print(pd.DataFrame(speed).T.to_markdown()); print(pd.DataFrame(loop).T.to_markdown())
+    print(summ.to_markdown(floatfmt='.3f')); print(pd.DataFrame(speed).T.to_markdown()); print(pd.DataFrame(loop).T.to_markdown() if loop else '')
     print(f"{res['minutes']} min, load average {res['load_average_after']:.1f} after")
 
 
@@ -153,5 +154,8 @@ if __name__ == '__main__':
     ap.add_argument('--n-valid', type=int, default=16, help='synthetic validation tiles')
     ap.add_argument('--tile', type=int, default=128, help='synthetic tile size')
     ap.add_argument('--max-side', type=int, default=388, help='GlaS images shrunk to this longest side (775 -> 388: half)')
+    ap.add_argument('--archs', default='unet,unetr', help='models trained and scored, comma-separated (unet, unetr, swin_unetr)')
+    ap.add_argument('--no-loop', dest='loop', action='store_false', help='skip the fastai against plain-loop timing')
+    ap.add_argument('--tag', default='', help='suffix of the output file names')
     ap.add_argument('--out', default=str(HERE))
     main(ap.parse_args())
