@@ -97,13 +97,15 @@ def fastai_vs_plain(a, device, steps=32, repeats=2):
 
 
 def plot(df, fname):
+    "Mean Dice per seed with its interval, per data set and model (the runs of `df`, one row each)."
     fig, ax = plt.subplots(figsize=(6.5, 3))
+    archs = list(df.arch.unique()); n = len(archs) + 1
     for i, (data, g) in enumerate(df.groupby('data', sort=False)):
-        for j, (arch, h) in enumerate(g.groupby('arch', sort=False)):
-            x = i * 3 + j
+        for arch, h in g.groupby('arch', sort=False):
+            j = archs.index(arch); x = i * n + j
             ax.scatter([x] * len(h), h.mean_dice, color=f'C{j}', zorder=3, label=arch if i == 0 else None)
             for _, r in h.iterrows(): ax.plot([x, x], r.mean_dice_ci, color=f'C{j}', alpha=.4, lw=3)
-    ax.set_xticks([0.5, 3.5], list(df.data.unique())); ax.set_ylabel('validation mean Dice')
+    ax.set_xticks([i * n + (n - 2) / 2 for i in range(df.data.nunique())], list(df.data.unique())); ax.set_ylabel('validation mean Dice')
     ax.set_title('each dot one seed, bar its 95% interval over validation images', fontsize=9)
     ax.legend(); ax.grid(alpha=.3); fig.tight_layout(); fig.savefig(fname, dpi=80)
 
@@ -134,6 +136,11 @@ def main(a):
                                                         params=('params', 'first'), train_crops_per_s=('train_crops_per_s', 'mean'))
     print(summ.to_markdown(floatfmt='.3f')); print(pd.DataFrame(speed).T.to_markdown()); print(pd.DataFrame(loop).T.to_markdown() if loop else '')
     print(f"{res['minutes']} min, load average {res['load_average_after']:.1f} after")
+
+
+def replot(*jsons, fname=HERE/'segment_compare.png'):
+    "The figure of the runs of several result files together (e.g. segment_compare.json and segment_compare_swin.json)."
+    plot(pd.DataFrame([r for f in jsons for r in json.loads(Path(f).read_text())['runs']]), fname)
 
 
 if __name__ == '__main__':
