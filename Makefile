@@ -17,7 +17,7 @@ QUIET_PIP := grep -v '^WARNING: Location' || true
 CPU_EPOCHS ?= 3
 CPU_LIMIT ?= 4096
 
-.PHONY: venv train test nbtest pytest lab quarto docs preview docs-test readme export clean bench-load bench gpu-check wheelhouse help
+.PHONY: venv train test nbtest pytest lab quarto docs preview docs-test readme export clean bench-load bench bench-segment gpu-check wheelhouse help
 
 help:
 	@echo "make train  - set up .venv and run the main job (CPU: synthetic demo; GPU: full recipe)"
@@ -27,6 +27,7 @@ help:
 	@echo "make preview - nbdev_preview: the docs site, live, in a browser"
 	@echo "make export - notebooks -> pcam_nb/ (nbdev_export), then nbdev_clean and README.md (nbdev_readme)"
 	@echo "make bench  - on a CUDA GPU: pcam_bench (ceiling vs pipeline vs per-item, epoch, load, TTA) -> benchmarks/bench.md"
+	@echo "make bench-segment [SEG_ARGS=...] - UNet vs UNETR on synthetic and GlaS tiles -> benchmarks/segment_compare.*"
 	@echo "make gpu-check [DATA=dir] - on one CUDA GPU, under 8 minutes: train vgg16_bn, evaluate (TTA), bench"
 	@echo "                 -> results/gpu-check-<time>/summary.md (DATA: PCam HDF5; default: PCAM_SAMPLE converted once)"
 	@echo "make gpu-check SMOKE=1    - the same check on a CPU with tiny data (mechanics only, no GPU figures)"
@@ -108,6 +109,10 @@ export: venv
 
 bench-load: venv
 	$(BIN)/python benchmarks/load_speed.py
+
+# Segmentation: MONAI UNet against UNETR (Dice with intervals, speed, fastai against a plain loop): benchmarks/segment_compare.md
+bench-segment: venv
+	$(BIN)/python benchmarks/segment_compare.py --glas $(GLAS_SAMPLE) $(SEG_ARGS)
 
 # Throughput on a CUDA GPU (ceiling vs fastai pipeline vs per-item pipeline, epoch, load, TTA): benchmarks/bench.md
 bench: venv
