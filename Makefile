@@ -66,8 +66,9 @@ train: venv
 
 test: nbtest docs-test pytest
 
+# One notebook per core, one torch thread each: two 2-thread kernels on 2 cores ran the suite 1.8x slower.
 nbtest: venv
-	$(BIN)/nbdev_test --n_workers 2 --flags "$(REALDATA)" --timing
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --flags "$(REALDATA)" --timing
 
 pytest: venv
 	$(BIN)/pytest tests

@@ -15,7 +15,8 @@ import matplotlib; matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 from fastai.torch_core import set_seed
 from pcam_nb.segdata import synth_seg, seg_dls
-from pcam_nb.segment import (seg_model, SegNet, SegLoss, seg_learner, seg_run, evaluate_seg, n_params)
+from pcam_nb.models import n_params
+from pcam_nb.segment import (seg_model, SegNet, SegLoss, seg_learner, seg_run, evaluate_seg)
 
 HERE = Path(__file__).resolve().parent
 

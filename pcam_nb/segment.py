@@ -25,15 +25,16 @@ from monai.inferers import sliding_window_inference
 from .runs import run_status, run_lock, check_unlocked, clear_run, run_config, save_model, load_weights
 from .train import (adamw, recipe, TrainedOnly, RunCheckpoint, new_state, read_checkpoint, load_best, load_into,
                            no_sync_callbacks, run_device)
+from .models import n_params
 from .evaluate import bootstrap_weights
 from .segdata import SegSet, load_seg, synth_seg, seg_dls, show_seg, channel_stats_seg
 from . import __version__
 
 # %% auto #0
-__all__ = ['SEG_ARCHS', 'D4_INV', 'SEG_DEFAULTS', 'seg_model', 'SegNet', 'n_params', 'SegLoss', 'seg_counts', 'SegDice',
-           'to_input', 'predict_probs', 'predict_mask', 'seg_scores', 'DiceTracker', 'seg_learner', 'seg_fit',
-           'seg_split', 'seg_data', 'plot_seg_history', 'seg_run', 'load_seg_model', 'plot_confusion_seg',
-           'evaluate_seg', 'scores_table', 'pcam_segment']
+__all__ = ['SEG_ARCHS', 'D4_INV', 'SEG_DEFAULTS', 'seg_model', 'SegNet', 'SegLoss', 'seg_counts', 'SegDice', 'to_input',
+           'predict_probs', 'predict_mask', 'seg_scores', 'DiceTracker', 'seg_learner', 'seg_fit', 'seg_split',
+           'seg_data', 'plot_seg_history', 'seg_run', 'load_seg_model', 'plot_confusion_seg', 'evaluate_seg',
+           'scores_table', 'pcam_segment']
 
 # %% ../nbs/16_segment.ipynb #e69cdffb
 SEG_ARCHS = ('unet', 'unetr', 'swin_unetr')
@@ -62,7 +63,6 @@ class SegNet(nn.Module):
         if self.training or tuple(x.shape[-2:]) == (self.roi, self.roi): return self.net(x)
         return sliding_window_inference(x, (self.roi, self.roi), self.sw_batch, self.net, overlap=self.overlap, mode='gaussian')
 
-def n_params(m:nn.Module) -> int: return sum(p.numel() for p in m.parameters())
 
 # %% ../nbs/16_segment.ipynb #ca9c5084
 class SegLoss(nn.Module):

@@ -208,6 +208,44 @@ def test_cli_train_resume_evaluate(tmp_path):
     assert 'mean' in r.stdout and 'pixel accuracy' in r.stdout
 
 
+def _layout(root, kind, n=4, size=64):
+    "A tiny source of `n` images with masks in layout `kind`; the path to give `--data`."
+    rng = np.random.default_rng(1)
+    def mask(i):                                   # two regions, the image darker where the mask says 'tumour'
+        m = np.zeros((size, size), np.uint8); m[:, : size // 2 + 4 * i] = 1; return m
+    def img(m): return np.where(m[..., None] > 0, 70, 200).astype(np.uint8) + rng.integers(0, 40, (size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        m = mask(i)
+        if kind == 'sample': _save(root/'images'/f'a{i}.png', img(m)); _save(root/'masks'/f'a{i}.png', m * 255)
+        if kind == 'glas': _save(root/f'train_{i}.bmp', img(m)); _save(root/f'train_{i}_anno.bmp', m * (i + 1))
+        if kind == 'csv': _save(root/'i'/f'p{i}.png', img(m)); _save(root/'m'/f'p{i}.png', m * 255)
+        if kind == 'bcss':
+            split = 'val' if i == n - 1 else 'train'
+            _save(root/split/f'x{i}.png', img(m)); _save(root/f'{split}_mask'/f'x{i}.png', np.where(m > 0, 1, 2).astype(np.uint8))
+    if kind == 'csv':
+        (root/'pairs.csv').write_text('image,mask\n' + ''.join(f'i/p{i}.png,m/p{i}.png\n' for i in range(n))); return root/'pairs.csv'
+    return root
+
+
+@pytest.mark.parametrize('kind', ['sample', 'bcss', 'glas', 'csv'])
+def test_cli_on_every_layout(kind, tmp_path):
+    "pcam_segment trains, resumes and evaluates on each layout it reads; the source is left as it was."
+    src = _layout(tmp_path/'src', kind); before = tree_digest(tmp_path/'src')
+    out, small = tmp_path/'run', ('--crop', 32, '--width', 4, '--bs', 2, '--epoch-crops', 4, '--valid', 1, '--device', 'cpu', '--no-progress')
+    r = run_command(pcam_segment, 'train', '--data', src, '--out', out, '--epochs', 1, *small)
+    assert r.returncode == 0, r.stderr
+    cfg = run_config(out); cfg['epochs'] = 2; (out/'config.json').write_text(json.dumps(cfg))   # as a run killed after epoch 1 of 2
+    (out/'metrics.json').unlink(); (out/'model.pth').unlink()
+    r = run_command(pcam_segment, 'resume', '--out', out, '--device', 'cpu', '--no-progress')
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out/'metrics.json').read_text())['resumes'] == 1
+    r = run_command(pcam_segment, 'evaluate', '--out', out, '--no-tta', '--device', 'cpu')
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out/'evaluation.json').read_text())
+    assert rep['n_images'] == 1 and len(list((out/'masks').glob('*.png'))) == 1
+    assert tree_digest(tmp_path/'src') == before and not leftovers(tmp_path/'src')
+
+
 def test_cli_help_and_registration():
     flags = assert_uniform_help(run_command(pcam_segment, '--help'))
     assert {'--no-tta', '--no-aug', '--no-progress', '--overwrite'} <= flags
