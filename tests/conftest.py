@@ -157,6 +157,18 @@ def assert_uniform_help(r):
     return flags
 
 
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    "One torch thread in this module's tests and in the commands they start: a test process and its commands share 2 cores."
+    import torch
+    old, env = torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS')
+    torch.set_num_threads(1); os.environ['OMP_NUM_THREADS'] = '1'
+    yield
+    torch.set_num_threads(old)
+    if env is None: os.environ.pop('OMP_NUM_THREADS', None)
+    else: os.environ['OMP_NUM_THREADS'] = env
+
+
 @pytest.fixture(scope='session')
 def _tiny_run(tmp_path_factory):
     "One small run trained once per test session: simple_cnn, 1 epoch, 512 synthetic 64 px patches (with a test split)."

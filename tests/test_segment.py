@@ -6,12 +6,13 @@ import torch.nn.functional as F
 from PIL import Image
 from conftest import ROOT, sample, run_command, assert_one_line_error, assert_uniform_help, tree_digest, leftovers
 
-torch.set_num_threads(1)
 from pcam_nb.core import PCamError, d4
 from pcam_nb.segdata import load_seg, seg_pairs, seg_layout, mask_codes, synth_seg, seg_dls, bcss_lut, BCSS_CODES
 from pcam_nb.segment import (SegLoss, SegNet, seg_model, seg_counts, seg_scores, predict_probs, to_input, D4_INV,
                              pcam_segment, run_config)
 from monai.inferers import sliding_window_inference
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _img(h=40, w=48, seed=0): return (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)

@@ -12,15 +12,7 @@ FAST = ['--arch', 'simple_cnn', '--bs', '64', '--device', 'cpu', '--no-progress'
 SMALL = dict(bs=64, limit=256, valid_limit=128, device='cpu', progress=False)  # the same in Python
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    "One torch thread here and in the commands run: on two cores shared with other processes, two threads each run several times slower."
-    old, env = torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS')
-    torch.set_num_threads(1); os.environ['OMP_NUM_THREADS'] = '1'
-    yield
-    torch.set_num_threads(old)
-    if env is None: os.environ.pop('OMP_NUM_THREADS', None)
-    else: os.environ['OMP_NUM_THREADS'] = env
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')
