@@ -471,7 +471,7 @@ def _decode(path, size, limit):
 
 def read_image(path, size:int|None=None, max_pixels:int|None=None):
     "One image file as an H x W x 3 uint8 array (RGB), resized to `size` x `size` if given; over `max_pixels` (default: Pillow's limit) refused."
-    pil = _pixel_limit()
+    with _PIXELS_LOCK: pil = _pixel_limit()  # a raised limit is set and restored under this lock: here it is Pillow's own
     limit = max_pixels or pil
     raise_limit = pil is not None and limit > pil
     try:
