@@ -10,8 +10,9 @@ from fastcore.script import anno_parser
 from fastcore.xtras import atomic_save
 
 # %% auto #0
-__all__ = ['D4_NAMES', 'D4_ROTATIONS', 'PCamError', 'fail', 'cli_parser', 'pcam_cli', 'atomic_write', 'write_text', 'write_json',
-           'save_figure', 'tmp_path', 'git_commit', 'device_name', 'environment', 'd4', 'd4_batch']
+__all__ = ['M_MMAP_THRESHOLD', 'D4_NAMES', 'D4_ROTATIONS', 'PCamError', 'fail', 'cli_parser', 'pcam_cli', 'atomic_write',
+           'write_text', 'write_json', 'save_figure', 'tmp_path', 'git_commit', 'device_name', 'environment',
+           'bounded_heap', 'd4', 'd4_batch']
 
 # %% ../nbs/00_core.ipynb #6ce76142
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
@@ -100,6 +101,16 @@ def environment(device='cpu') -> dict:
                 torchvision=torchvision.__version__, fastai=fastai.__version__, fastcore=fastcore.__version__,
                 numpy=numpy.__version__, h5py=h5py.__version__, git_commit=git_commit(), device=str(torch.device(device)),
                 device_name=device_name(device), cpu_threads=torch.get_num_threads(), host=platform.node())
+
+# %% ../nbs/00_core.ipynb #0505b58f
+M_MMAP_THRESHOLD = -3   # glibc's mallopt parameter number
+
+def bounded_heap(threshold:int=1 << 20) -> bool:
+    "Serve buffers of `threshold` bytes or more from mappings of their own, returned to the system when freed (glibc)."
+    if not sys.platform.startswith('linux'): return False
+    import ctypes
+    try: return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError): return False
 
 # %% ../nbs/00_core.ipynb #bd3594ab
 def d4(x, k:int):

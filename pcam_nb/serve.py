@@ -4,13 +4,13 @@
 
 # %% ../nbs/14_serve.ipynb #ee5803d9
 from __future__ import annotations
-from .core import PCamError, pcam_cli
-import asyncio, io, json, time, warnings
+from .core import PCamError, pcam_cli, bounded_heap
+import asyncio, io, json, os, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, asdict
 from pathlib import Path
-import numpy as np
+import numpy as np, torch
 import matplotlib.pyplot as plt
 from PIL import Image, UnidentifiedImageError
 from fastapi import FastAPI, File, UploadFile, Request, Query
@@ -244,17 +244,24 @@ def _heatmap_json(hm:np.ndarray, w:int, h:int, stride:int) -> dict:
                 mean=round(float(t.mean()), 6) if len(t) else None,
                 probs=[[None if np.isnan(v) else round(float(v), 6) for v in row] for row in hm])
 
+def _model_threads(threads:int|None, device):
+    "Torch threads of the model's worker: `threads`, else on a CPU one per core less the one the HTTP side needs."
+    if threads is None and torch.device(device).type != 'cpu': return
+    torch.set_num_threads(max(1, threads or (os.cpu_count() or 1) - 1))
+
 # %% ../nbs/14_serve.ipynb #873746d1
 def serve_app(run_dir, device=None, tta:bool=True, max_batch:int=64, max_wait_ms:float=5.0, bs:int=64,
-              limits:Limits|None=None, calibrate:bool=True) -> FastAPI:
+              limits:Limits|None=None, calibrate:bool=True, threads:int|None=None) -> FastAPI:
     "The FastAPI app serving the best model of `pcam_train` run `run_dir` (see the table above)."
     run_dir, limits = Path(run_dir), limits or Limits()
+    bounded_heap()                       # batch buffers freed return to the system (the core chapter)
     pr = Predictor.from_run(run_dir, device)
     cfg = run_config(run_dir)
     T = run_temperature(run_dir, tta) if calibrate else None
     metrics = ServiceMetrics(cfg, pr.stats, run_dir.name, tta, T)
     model = PatchModel(pr, tta, T, bs)
-    executor = ThreadPoolExecutor(1, thread_name_prefix='pcam-model')
+    executor = ThreadPoolExecutor(1, thread_name_prefix='pcam-model', initializer=_model_threads,
+                                  initargs=(threads, pr.device))
     batcher = Batcher(model, max_batch, max_wait_ms, executor, metrics.on_batch)
 
     @asynccontextmanager
@@ -268,7 +275,8 @@ def serve_app(run_dir, device=None, tta:bool=True, max_batch:int=64, max_wait_ms
                               f"({cfg.get('arch')} on {cfg.get('data')}).")
     app.add_middleware(_Guard, max_bytes=int(limits.max_body_mb * 2 ** 20), metrics=metrics)
     app.state.batcher, app.state.metrics, app.state.predictor = batcher, metrics, pr
-    record = _model_record(run_dir, cfg, tta, T, limits, dict(max_batch=max_batch, max_wait_ms=max_wait_ms, bs=bs))
+    record = _model_record(run_dir, cfg, tta, T, limits, dict(max_batch=max_batch, max_wait_ms=max_wait_ms, bs=bs,
+                                                                       torch_threads=executor.submit(torch.get_num_threads).result()))
 
     @app.exception_handler(BadInput)
     async def _bad(request, e): return JSONResponse({'detail': e.reason}, e.status)
@@ -345,9 +353,11 @@ def pcam_serve(run_dir:str,              # pcam_train run folder (config.json, m
                max_body_mb:float=32.0,   # largest request body
                max_files:int=256,        # most patches in one request
                max_pixels:int=16_777_216, # largest image, in pixels
+               threads:int=None,         # torch threads of the model (default on a CPU: one per core less one)
                log_level:str='warning'): # uvicorn's log level
     "Serve a pcam_train run over HTTP: /v1/predict, /v1/heatmap, /v1/model, /health, /metrics, /docs."
     import uvicorn
-    app = serve_app(run_dir, device, tta, max_batch, max_wait_ms, bs, Limits(max_body_mb, max_files, max_pixels), calibrate)
+    app = serve_app(run_dir, device, tta, max_batch, max_wait_ms, bs, Limits(max_body_mb, max_files, max_pixels), calibrate,
+                    threads)
     print(f"serving {run_dir} on http://{host}:{port} (docs: /docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in ('info', 'debug', 'trace'))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_slides.ipynb #ed81584b
 from __future__ import annotations
-from .core import PCamError, pcam_cli, atomic_write, write_json
+from .core import PCamError, pcam_cli, atomic_write, write_json, bounded_heap
 import math, time, warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -249,6 +249,7 @@ def predict_slide(pr:Predictor, slide, tta:bool=False, temperature:float=1.0, bs
                   progress:bool=True) -> SimpleNamespace:
     "P(tumour) map of `slide` (a `Slide` or a path), one value per 32x32 cell at PCam's scale, NaN off tissue."
     slide = _as_slide(slide, mpp)
+    bounded_heap()                       # chunks and batches freed return to the system (the core chapter)
     t0 = time.perf_counter()
     plan = slide_plan(slide, level)
     thumb, inside, k = slide_thumbnail(slide, plan)
