@@ -144,7 +144,7 @@ def main():
             a.run = str(work/'run')
             if not (work/'run'/'model.pth').exists():
                 pcam_run('synthetic', 'simple_cnn', epochs=1, out=a.run, limit=512, valid_limit=256, device='cpu', progress=False)
-        rows, gens = [], {}
+        rows, gens, load0 = [], {}, os.getloadavg()[0]
         slides = []
         for size in (a.size // 2, a.size):
             f = work/f'generated-{size}.tif'
@@ -189,7 +189,8 @@ def main():
                 for s, g in gens.items()) + "."]
         md += ["", "The RSS before the slide is the process with Python, torch, fastai and the model loaded, before "
                "anything is read; the pipeline adds the thumbnail, the chunks in flight, one batch of windows and its "
-               "activations, and the map, whatever the slide's size."]
+               "activations, and the map, whatever the slide's size.", "",
+               f"1-minute load average: {load0:.1f} before the run, {os.getloadavg()[0]:.1f} after."]
         (HERE/'slide_speed.md').write_text('\n'.join(md) + '\n')
         print('\n'.join(md))
     finally:
