@@ -54,6 +54,7 @@ def parse_args(argv=None):
     p.add_argument('--command', default=None, help=argparse.SUPPRESS)  # the command line the report names
     p.add_argument('--one', default=None, help=argparse.SUPPRESS)      # internal: measure one configuration (JSON), print JSON
     p.add_argument('--from-json', default=None, help="only rewrite the report and figures of --out from this results file")
+    p.add_argument('--redo-compile', action='store_true', help="only (re)measure the torch.compile variants of --out's JSON and rewrite its report")
     a = p.parse_args(argv)
     if a.one or a.from_json: return a
     dev = a.device or ('cuda' if _cuda() else 'cpu')
@@ -128,8 +129,14 @@ def measure(cfg, root):
     dls = pcam_dls(Path(root)/f"{cfg['size']}px", bs=bs, device=dev, limit=n, valid_limit=n, valid_bs=bs, progress=False)
     base = reset_peak(dev)
     cuda = dev == 'cuda'
-    learn = pcam_learner(dls, cfg['arch'], mixed_precision=cfg['bf16'] and cuda, channels_last=cfg['channels_last'],
-                         compile=cfg['compile'])
+    learn = pcam_learner(dls, cfg['arch'], mixed_precision=cfg['bf16'] and cuda, channels_last=cfg['channels_last'])
+    if cfg.get('plain_input'):  # torch.compile (torch 2.14) fails on fastai's TensorImage inputs: feed it plain tensors
+        class PlainInput(torch.nn.Module):
+            def __init__(self, m): super().__init__(); self.m = m
+            def forward(self, x): return self.m(x.as_subclass(torch.Tensor))
+        learn.model, split = PlainInput(learn.model), learn.splitter
+        learn.splitter = lambda m: split(m.m)
+        if cfg['compile']: learn.model.m.compile(dynamic=False)  # as pcam_learner(compile=True) does
     if cfg['bf16'] and not cuda: learn.add_cb(Autocast())
     learn.remove_cb(learn.progress); learn.logger = lambda *a, **k: None
     r = profile_steps(learn, s, w) if cfg['mode'] == 'train' else infer_steps(learn, s, w)
@@ -202,25 +209,37 @@ def run(a):
                     say(f"{arch} {size}px {mode} bs {bs}: {r['img_s']:.2f} img/s, peak {r['peak_mb']:.0f} MB")
     changes = [('NCHW', dict(channels_last=False)), ('bf16' if not base_bf16 else 'float32', dict(bf16=not base_bf16))]
     if a.compile_budget > 0: changes.append(('compile', dict(compile=True, warmup=max(a.warmup, 1))))
-    budget = a.compile_budget
     for name, ch in changes:
         for size in a.variant_sizes:
             for arch in a.variant_archs:
                 for mode in (('infer', 'train') if name == 'compile' else ('train', 'infer')):  # the quicker compile first
                     cfg = dict(cfg0, arch=arch, size=size, mode=mode, bs=max(a.bs), **ch)
-                    if name != 'compile': r = measure(cfg, root)
-                    elif budget < 30: r = dict(cfg, error=f"not measured: the compile budget ({a.compile_budget} s, --compile-budget) was spent")
-                    else:
-                        r = measure_subprocess(cfg, root, budget); budget -= r['seconds']
-                    r['variant'] = name
+                    if name == 'compile': continue
+                    r = dict(measure(cfg, root), variant=name)
                     res['variants'].append(r); save()
-                    say(f"{name}: {arch} {size}px {mode} bs {cfg['bs']}: " +
-                        (f"{r['img_s']:.2f} img/s" if 'img_s' in r else r['error']))
+                    say(f"{name}: {arch} {size}px {mode} bs {cfg['bs']}: {r['img_s']:.2f} img/s")
+    compile_variants(res, a, root, cfg0, save, say)
     res['seconds'] = time.perf_counter() - t_start
     save()
     write_report(res, out)
     say(f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')}, {out}_throughput.png, {out}_phases.png")
     return res
+
+
+def compile_variants(res, a, root, cfg0, save, say):
+    "torch.compile of the variant configurations, each in a process of its own, within `a.compile_budget` seconds in all."
+    budget = a.compile_budget
+    res['variants'] = [v for v in res['variants'] if v['variant'] != 'compile']
+    for size in a.variant_sizes:
+        for arch in a.variant_archs:
+            for mode in ('infer', 'train'):  # the quicker compile first
+                cfg = dict(cfg0, arch=arch, size=size, mode=mode, bs=max(a.bs), compile=True, warmup=max(a.warmup, 1), plain_input=True)
+                if budget < 30: r = dict(cfg, error=f"not measured: the compile budget ({a.compile_budget} s, --compile-budget) was spent")
+                else: r = measure_subprocess(cfg, root, budget); budget -= r['seconds']
+                r['variant'] = 'compile'
+                res['variants'].append(r); save()
+                say(f"compile: {arch} {size}px {mode} bs {cfg['bs']}: " +
+                    (f"{r['img_s']:.2f} img/s, eager {r['eager_img_s']:.2f} img/s" if 'img_s' in r else r['error']))
 
 
 # ---- report ---------------------------------------------------------------------------------------------------------
@@ -244,7 +263,9 @@ def report_md(res):
     sizes, archs, ref = s['sizes'], s['archs'], s['archs'][0]
     L = ["# ResNet against VGG: where the time goes", '',
          f"{_hardware(res)}: `{res['command']}`", '',
-         f"Side by side in one run ({res.get('seconds', 0) / 60:.1f} min): the project's loader over a synthetic PCam split "
+         (f"Side by side in one run ({res['seconds'] / 60:.1f} min)" if 'seconds' in res else
+          f"Side by side in one run, stopped after {len(res['runs']) + len(res['variants'])} configurations (those below)")
+         + f": the project's loader over a synthetic PCam split "
          f"made at each size, models from `pcam_nb.models` (torchvision body + the pcam head), "
          f"{'bf16 autocast' if s['device'] == 'cuda' else 'float32'}, channels-last, eager, "
          f"{s['warmup']} warm-up then {s['steps']} timed batch{'es' if s['steps'] > 1 else ''} per configuration; every batch size "
@@ -252,6 +273,9 @@ def report_md(res):
          f"{', the smallest at the other sizes' if set(sizes) - set(s.get('sweep_sizes', sizes)) else ''}. "
          "Phases: `pcam_nb.bench.profile_steps` (training) and `infer_steps` (inference). With this few timed batches, read "
          "the ratios between models of the same run rather than single figures."]
+    if 'compile_seconds' in res:
+        L += ['', f"The torch.compile rows were measured after that run, by `{res['compile_command']}` "
+              f"({res['compile_seconds'] / 60:.1f} min), each against the same configuration eager in its own process."]
     if s['device'] == 'cpu':
         L += ['', "GPU (CUDA, bf16, batches 32-256): not measured yet: `make bench-arch DEVICE=cuda`"]
     L += ['', '## The models', '', '| arch | parameters (M) | ' + ' | '.join(f"GFLOPs/img fwd {z} px | GFLOPs/img train {z} px" for z in sizes) + ' |',
@@ -310,22 +334,26 @@ def report_md(res):
     for r in res['variants']:
         b = _base(res, r)
         if 'img_s' in r:
+            ref = r.get('eager_img_s') or b['img_s']
             L.append(f"| {r['variant']} | {r['arch']} | {r['size']} | {r['mode']} | {r['bs']} | {r['img_s']:.2f} | "
-                     f"{r['img_s'] / b['img_s']:.2f}x | {r['setup_warmup_seconds']:.0f} | |")
+                     f"{r['img_s'] / ref:.2f}x | {r['setup_warmup_seconds']:.0f} | "
+                     f"{'against eager in the same process: %.2f img/s' % ref if r.get('eager_img_s') else ''} |")
         else:
             L.append(f"| {r['variant']} | {r['arch']} | {r['size']} | {r['mode']} | {r['bs']} | - | - | - | {r['error']} |")
     L += ['', "NCHW: the contiguous layout instead of channels-last (model and input). "
           + ("bf16: `torch.autocast('cpu', torch.bfloat16)` around forward and loss (`pcam_nb.bench.Autocast`). " if cpu
              else "float32: no autocast. ")
-          + "compile: `torch.compile` (inductor, static shapes), each run in a process of its own; its setup + warm-up "
-          "seconds hold the compilation (and, on the CPU, the start of that process).",
+          + "compile: `torch.compile` (inductor, static shapes) in a process of its own, after the same configuration eager "
+          "in that process (the ratio is against that); its setup + warm-up seconds hold the compilation. The model gets "
+          "plain tensors there: torch.compile of a model fed fastai's `TensorImage` stops with `BackendCompilerFailed` "
+          "(a broadcast error while tracing) in this torch version.",
           '', "Figures: `arch_profile_throughput.png` (images/s against batch size per model), `arch_profile_phases.png` "
           "(ms per training batch by phase)."]
     return '\n'.join(L) + '\n'
 
 
 def plots(res, out):
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib, matplotlib.ticker; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from pcam_nb.core import save_figure
     s = res['settings']
@@ -339,7 +367,7 @@ def plots(res, out):
                 if rr: ax.plot(*zip(*rr), marker='o', ls='--' if arch.startswith('vgg') else '-', label=arch)
             ax.set(xscale='log', yscale='log', title=f"{'training' if mode == 'train' else 'inference'}, {z} px",
                    xlabel='batch size', ylabel='images/s')
-            ax.set_xticks(s['bs'], [str(b) for b in s['bs']]); ax.minorticks_off()
+            ax.set_xticks(s['bs'], [str(b) for b in s['bs']]); ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.grid(alpha=.3, which='both')
     axs[0][0].legend(fontsize=8)
     fig.suptitle(f"Throughput against batch size ({_hardware(res)})", fontsize=10)
@@ -375,8 +403,24 @@ def main(argv=None):
         os.environ['MALLOC_MMAP_THRESHOLD_'] = str(1 << 20)
         os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve())] + sys.argv[1:])
     a = parse_args(argv)
-    if a.one:
-        print(json.dumps(measure(json.loads(a.one), a.data)), flush=True)
+    if a.one:  # a compiled configuration and, first, the same one eager in this process, for the ratio
+        cfg = json.loads(a.one)
+        eager = measure(dict(cfg, compile=False), a.data)
+        print(json.dumps(dict(measure(cfg, a.data), eager_img_s=eager['img_s'])), flush=True)
+        return
+    if a.redo_compile:
+        out = Path(a.out); res = json.loads(out.with_suffix('.json').read_text())
+        from pcam_nb.core import write_json
+        t0 = time.perf_counter()
+        save = lambda: write_json(out.with_suffix('.json'), res)
+        s = res['settings']
+        cfg0 = dict(device=s['device'], warmup=s['warmup'], steps=s['steps'], channels_last=True, bf16=s['device'] == 'cuda', compile=False)
+        a.variant_sizes, a.variant_archs, a.bs, a.warmup = s['variant_sizes'], s['variant_archs'], s['bs'], s['warmup']
+        s['compile_budget'] = a.compile_budget
+        compile_variants(res, a, Path(a.data), cfg0, save, lambda m: print(f"[{time.perf_counter() - t0:6.0f} s] {m}", flush=True))
+        res['compile_seconds'] = time.perf_counter() - t0
+        res['compile_command'] = a.command or 'python benchmarks/arch_profile.py ' + ' '.join(sys.argv[1:])
+        save(); write_report(res, out)
         return
     if a.from_json:
         try: res = json.loads(Path(a.from_json).read_text())
