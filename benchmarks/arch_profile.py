@@ -208,17 +208,15 @@ def run(a):
                     res['runs'].append(r); save()
                     say(f"{arch} {size}px {mode} bs {bs}: {r['img_s']:.2f} img/s, peak {r['peak_mb']:.0f} MB")
     changes = [('NCHW', dict(channels_last=False)), ('bf16' if not base_bf16 else 'float32', dict(bf16=not base_bf16))]
-    if a.compile_budget > 0: changes.append(('compile', dict(compile=True, warmup=max(a.warmup, 1))))
     for name, ch in changes:
         for size in a.variant_sizes:
             for arch in a.variant_archs:
-                for mode in (('infer', 'train') if name == 'compile' else ('train', 'infer')):  # the quicker compile first
+                for mode in ('train', 'infer'):
                     cfg = dict(cfg0, arch=arch, size=size, mode=mode, bs=max(a.bs), **ch)
-                    if name == 'compile': continue
                     r = dict(measure(cfg, root), variant=name)
                     res['variants'].append(r); save()
                     say(f"{name}: {arch} {size}px {mode} bs {cfg['bs']}: {r['img_s']:.2f} img/s")
-    compile_variants(res, a, root, cfg0, save, say)
+    if a.compile_budget > 0: compile_variants(res, a, root, cfg0, save, say)
     res['seconds'] = time.perf_counter() - t_start
     save()
     write_report(res, out)
