@@ -17,7 +17,7 @@ QUIET_PIP := grep -v '^WARNING: Location' || true
 CPU_EPOCHS ?= 3
 CPU_LIMIT ?= 4096
 
-.PHONY: venv train test nbtest pytest lab quarto docs preview docs-test readme export clean bench-load bench bench-segment gpu-check wheelhouse help
+.PHONY: venv train test nbtest pytest lab quarto docs preview docs-test readme export clean bench-load bench bench-segment bench-arch gpu-check wheelhouse help
 
 help:
 	@echo "make train  - set up .venv and run the main job (CPU: synthetic demo; GPU: full recipe)"
@@ -28,6 +28,8 @@ help:
 	@echo "make export - notebooks -> pcam_nb/ (nbdev_export), then nbdev_clean and README.md (nbdev_readme)"
 	@echo "make bench  - on a CUDA GPU: pcam_bench (ceiling vs pipeline vs per-item, epoch, load, TTA) -> benchmarks/bench.md"
 	@echo "make bench-segment [SEG_ARGS=...] - UNet vs UNETR on synthetic and GlaS tiles -> benchmarks/segment_compare.*"
+	@echo "make bench-arch [DEVICE=cuda] [ARCH_ARGS=...] - resnet18/34/50 vs vgg11_bn/vgg16_bn, training and inference at 96 and 224 px"
+	@echo "                 (img/s, phases, memory, FLOPs; channels-last, bf16, compile, batch size) -> benchmarks/arch_profile.*"
 	@echo "make gpu-check [DATA=dir] - on one CUDA GPU, under 8 minutes: train vgg16_bn, evaluate (TTA), bench"
 	@echo "                 -> results/gpu-check-<time>/summary.md (DATA: PCam HDF5; default: PCAM_SAMPLE converted once)"
 	@echo "make gpu-check SMOKE=1    - the same check on a CPU with tiny data (mechanics only, no GPU figures)"
@@ -114,6 +116,14 @@ bench-load: venv
 # Segmentation: MONAI UNet against UNETR (Dice with intervals, speed, fastai against a plain loop): benchmarks/segment_compare.md
 bench-segment: venv
 	$(BIN)/python benchmarks/segment_compare.py --glas $(GLAS_SAMPLE) $(SEG_ARGS)
+
+# ResNet against VGG, side by side: img/s, ms per batch by phase, peak memory, parameters and FLOPs for training and
+# inference at 96 and 224 px, and what channels-last, bf16 autocast, torch.compile and the batch size change:
+# benchmarks/arch_profile.{md,json} and arch_profile_*.png. DEVICE=cuda on a GPU; ARCH_ARGS: more options (--quick, --bs 2,8).
+DEVICE ?= cpu
+ARCH_ARGS ?=
+bench-arch: venv
+	$(BIN)/python benchmarks/arch_profile.py --device $(DEVICE) --command "make bench-arch$(if $(filter-out cpu,$(DEVICE)), DEVICE=$(DEVICE))$(if $(ARCH_ARGS), ARCH_ARGS='$(ARCH_ARGS)')" $(ARCH_ARGS)
 
 # Throughput on a CUDA GPU (ceiling vs fastai pipeline vs per-item pipeline, epoch, load, TTA): benchmarks/bench.md
 bench: venv

@@ -23,7 +23,7 @@ from .evaluate import check_device
 __all__ = ['PHASES', 'TARGETS', 'ceiling', 'pipeline_speed', 'H5Patches', 'typical_tfms', 'per_item_speed', 'drop_page_cache',
            'load_seconds', 'epoch_seconds', 'tta_seconds', 'ensure_data', 'PhaseMarks', 'device_intervals',
            'phase_table', 'profile_epoch', 'phases_md', 'check_bench_args', 'bench_arch', 'first_arch_extras', 'bench',
-           'bench_md', 'pcam_bench']
+           'bench_md', 'pcam_bench', 'Autocast', 'profile_steps', 'infer_steps', 'phase_speed']
 
 # %% ../nbs/10_bench.ipynb #146bfd74
 def _sync(device):
@@ -393,3 +393,50 @@ def pcam_bench(json:str=None,  # write the results to this JSON file (required)
     cmd = 'pcam_bench ' + ' '.join(sys.argv[1:]) if sys.argv[0].endswith('pcam_bench') else f'pcam_bench --json {out}'
     write_text(mdp, bench_md(res, cmd))
     print(f"wrote {out} and {mdp}")
+
+# %% ../nbs/10_bench.ipynb #a7c1e0d2
+class Autocast(Callback):
+    "bf16 autocast of each training batch's forward pass and loss on the loader's device type (fastai's `MixedPrecision` autocasts CUDA only)."
+    order = 10
+    ac = None
+    def before_batch(self):
+        self.ac = torch.autocast(torch.device(self.dls.device or 'cpu').type, dtype=torch.bfloat16); self.ac.__enter__()
+    def after_loss(self):
+        if self.ac is not None: self.ac.__exit__(None, None, None); self.ac = None
+    after_cancel_batch = after_loss
+
+def profile_steps(learn, steps:int=3, warmup:int=1, lr:float=1e-4) -> dict:
+    "`phase_table` of `steps` training batches of `learn` after `warmup` untimed ones (each in a fit of its own)."
+    from torch.profiler import profile, ProfilerActivity
+    n = len(learn.dls.train)
+    if n < max(steps, warmup, 1):
+        raise PCamError(f"the train split gives {n} batches; {max(steps, warmup)} needed: use fewer steps or more data")
+    dev = learn.dls.device or 'cpu'
+    if warmup: learn.fit(1, lr, cbs=_Throughput(0, warmup))
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(dev).type == 'cuda' else [])
+    with profile(activities=acts, record_shapes=False) as prof:
+        t0 = _clock(dev)
+        learn.fit(1, lr, cbs=[PhaseMarks(), _Throughput(0, steps)])
+        wall = _clock(dev) - t0
+    return phase_table(prof, wall, steps)
+
+def infer_steps(learn, steps:int=3, warmup:int=1) -> dict:
+    "ms per batch of the valid loader (`data`) and of the forward pass without gradients (`forward`), after `warmup` batches."
+    dl, dev = learn.dls.valid, learn.dls.device or 'cpu'
+    if len(dl) < warmup + steps:
+        raise PCamError(f"the valid split gives {len(dl)} batches; warmup + steps = {warmup + steps} needed")
+    amp = any(type(cb).__name__ in ('MixedPrecision', 'Autocast') for cb in learn.cbs)
+    model, it, data, fwd = learn.model.eval(), iter(dl), 0., 0.
+    with torch.no_grad(), torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=amp):
+        for i in range(warmup + steps):
+            t0 = _clock(dev); xb = next(it)[0]
+            t1 = _clock(dev); model(xb)
+            t2 = _clock(dev)
+            if i >= warmup: data, fwd = data + t1 - t0, fwd + t2 - t1
+    learn.model.train()
+    return dict(wall_seconds=data + fwd, steps=steps, bs=dl.bs,
+                phases=dict(data=dict(host_ms=data * 1e3 / steps), forward=dict(host_ms=fwd * 1e3 / steps)))
+
+def phase_speed(res:dict, bs:int) -> float:
+    "Images/s from the ms per batch of a `profile_steps` or `infer_steps` result (validation left out)."
+    return bs * 1e3 / sum(r['host_ms'] for k, r in res['phases'].items() if k != 'validation')
