@@ -32,13 +32,13 @@ from .models import create_model, model_splitter, arch_info, WeightsUnavailableE
 from .runs import run_status, run_lock, check_unlocked, clear_run, save_weights, load_weights, save_model
 
 # %% auto #0
-__all__ = ['TRACKERS', 'RECIPE', 'DeviceSmoothLoss', 'AsyncProgressCallback', 'RecorderToHost', 'no_sync_callbacks', 'adamw',
+__all__ = ['RECIPE', 'TRACKERS', 'DeviceSmoothLoss', 'AsyncProgressCallback', 'RecorderToHost', 'no_sync_callbacks', 'adamw',
            'auc_metric', 'pcam_learner', 'is_main', 'plain_model', 'process_device', 'check_shards', 'distributed',
            'shared_error', 'recipe', 'TrainedOnly', 'BestTracker', 'EarlyStop', 'save_checkpoint', 'load_into',
-           'RunCheckpoint', 'new_state', 'read_checkpoint', 'load_best', 'train', 'find_lr', 'check_track',
-           'MLflowCallback', 'RunTracking', 'check_settings', 'run_device', 'compile_option', 'compile_pays',
-           'check_out', 'run_settings', 'resume_settings', 'run_data', 'export_learner', 'plot_history', 'finish_run',
-           'run_metrics', 'pcam_run', 'runs_table', 'pcam_train']
+           'RunCheckpoint', 'new_state', 'read_checkpoint', 'load_best', 'train', 'find_lr', 'check_settings',
+           'run_device', 'compile_option', 'compile_pays', 'check_out', 'run_settings', 'resume_settings', 'run_data',
+           'export_learner', 'plot_history', 'finish_run', 'run_metrics', 'check_track', 'MLflowCallback',
+           'RunTracking', 'pcam_run', 'runs_table', 'plot_runs', 'pcam_train']
 
 # %% ../nbs/08_train.ipynb #0a6764be
 class DeviceSmoothLoss(AvgSmoothLoss):
@@ -119,6 +119,7 @@ def pcam_learner(dls, arch:str='vgg16_bn', pretrained:bool=False, weights=None, 
     return learn
 
 # %% ../nbs/08_train.ipynb #104f8283
+import importlib.util
 from contextlib import contextmanager
 from torch.nn.parallel import DistributedDataParallel
 from fastai.distributed import DistributedTrainer
@@ -152,6 +153,8 @@ def check_shards(n_train:int, bs:int):
 def distributed(learn:Learner):
     "With several processes: fastai's `Learner.distrib_ctx` (DDP through Accelerate) with the loaders sharded by `shard_dl`; else nothing."
     if num_distrib() <= 1: yield learn; return
+    if importlib.util.find_spec('accelerate') is None:
+        raise PCamError("training in several processes needs the accelerate package (fastai's distributed path runs on it): pip install 'accelerate>=1.0,<2'")
     with learn.distrib_ctx(sync_bn=False, cpu=torch.device(learn.dls.device).type == 'cpu'):
         for cb in learn.cbs:
             if isinstance(cb, DistributedTrainer): cb._wrap_dl = shard_dl  # a `PatchDL` shard needs no broadcast
@@ -330,125 +333,6 @@ def find_lr(learn:Learner, out=None, start_lr:float=1e-7, end_lr:float=10., num_
         if fig is not None: save_figure(fig, out/'lr_find.png')
     if fig is not None and not show: plt.close(fig)
     return res
-
-# %% ../nbs/08_train.ipynb #12dc2bf7
-import importlib.util
-TRACKERS = dict(tensorboard='tensorboard', mlflow='mlflow', wandb='wandb')  # tracker -> the package it needs
-
-def _installed(mod:str) -> bool:
-    try: return importlib.util.find_spec(mod) is not None
-    except (ImportError, ValueError): return False
-
-def check_track(track=None) -> list:
-    "The experiment trackers named in `track` (a name, names comma-separated, or a list of them; None: none), checked to be known and installed."
-    names = [n.strip().lower() for t in ([track] if isinstance(track, str) else list(track or [])) for n in str(t).split(',') if n.strip()]
-    for n in names:
-        if n not in TRACKERS: fail(f"--track {n}", "not a tracker", f"Pass one or more of {', '.join(TRACKERS)}")
-        if not _installed(TRACKERS[n]):
-            fail(f"--track {n}", f"the {TRACKERS[n]} package is not installed", "Install the trackers: pip install 'pcam_nb[track]'")
-    return list(dict.fromkeys(names))
-
-# %% ../nbs/08_train.ipynb #2f7803ec
-def _params(cfg:dict) -> dict:
-    "Run settings as tracker parameters: numbers, strings, booleans and None as they are, other values as JSON."
-    return {k: v if v is None or isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in cfg.items() if k != 'resumed_on'}
-
-def _trained_only(cls):
-    "Tracker callback class `cls` that logs only epochs that trained (`TrainedOnly`)."
-    return type(cls.__name__, (TrainedOnly, cls), {})
-
-def _tensorboard_callback(log_dir):
-    "fastai's `TensorBoardCallback` into `log_dir`, for epochs that trained, logging batches of training only and numeric hyper-parameters only."
-    from fastai.callback.tensorboard import TensorBoardCallback
-    class TensorBoardRun(TrainedOnly, TensorBoardCallback):
-        def after_batch(self):  # fastai's logs every hyper-parameter (AdamW's include flags such as `fused=None`), in valid batches too
-            if not self.training: return
-            self.writer.add_scalar('train_loss', self.smooth_loss, self.train_iter)
-            for i, h in enumerate(self.opt.hypers):
-                for k, v in h.items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool): self.writer.add_scalar(f'{k}_{i}', v, self.train_iter)
-    return TensorBoardRun(log_dir=log_dir, trace_model=False, log_preds=False)
-
-class MLflowCallback(Callback):
-    "Log each trained epoch's history row to MLflow run `run_id` with mlflow's `client`, the run's epoch number as step."
-    order = RunCheckpoint.order + 0.5  # after `RunCheckpoint` has the row, before `EarlyStop` may end the fit
-    def __init__(self, client, run_id:str): store_attr()
-    def after_epoch(self):
-        if not self.learn.final_record: return
-        from mlflow.entities import Metric
-        row, t = self.learn.run_checkpoint.state['history'][-1], int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), t, int(row['epoch'])) for k, v in row.items()
-                                                    if k not in ('epoch', 'phase')])
-
-class RunTracking:
-    "The experiment trackers `names` of the run in folder `out` (settings `cfg`): fastai callbacks for its fits, then its final metrics and curves."
-    def __init__(self, names, out, cfg:dict, resume:bool=False):
-        self.names, self.out, self.done = check_track(names), Path(out), False
-        f = self.out/'tracking.json'
-        self.ids = json.loads(f.read_text()) if resume and f.exists() else {}
-        params = _params(cfg)
-        if 'tensorboard' in self.names:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb_dir = self.out/'tensorboard'
-            if not resume:
-                with SummaryWriter(self.tb_dir) as w: w.add_text('config', '    ' + json.dumps(cfg, indent=1).replace('\n', '\n    '))
-        if 'mlflow' in self.names:
-            os.environ.setdefault('MLFLOW_ALLOW_FILE_STORE', 'true')
-            from mlflow import MlflowClient
-            from mlflow.entities import Param as MLParam
-            self.mlflow = MlflowClient(tracking_uri=(self.out/'mlruns').resolve().as_uri())
-            if 'mlflow' in self.ids: self.mlflow.update_run(self.ids['mlflow'], 'RUNNING')
-            else:
-                e = self.mlflow.get_experiment_by_name('pcam_nb')
-                run = self.mlflow.create_run(e.experiment_id if e else self.mlflow.create_experiment('pcam_nb'), run_name=self.out.name)
-                self.ids['mlflow'] = run.info.run_id
-                self.mlflow.log_batch(run.info.run_id, params=[MLParam(k, str(v)) for k, v in params.items()])
-        if 'wandb' in self.names:
-            import wandb
-            self.wandb = wandb.init(project=os.environ.get('WANDB_PROJECT', 'pcam_nb'), name=self.out.name, dir=str(self.out),
-                                    config=params, mode=os.environ.get('WANDB_MODE', 'offline'), id=self.ids.get('wandb'),
-                                    resume='allow' if 'wandb' in self.ids else None, settings=wandb.Settings(console='off', silent=True))
-            self.ids['wandb'] = self.wandb.id
-        write_json(f, self.ids)
-
-    def callbacks(self) -> list:
-        "The fastai callbacks that log the run's fits."
-        cbs = []
-        if 'tensorboard' in self.names: cbs.append(_tensorboard_callback(self.tb_dir))
-        if 'mlflow' in self.names: cbs.append(MLflowCallback(self.mlflow, self.ids['mlflow']))
-        if 'wandb' in self.names:
-            from fastai.callback.wandb import WandbCallback
-            cbs.append(_trained_only(WandbCallback)(log=None, log_preds=False, log_model=False))
-        return cbs
-
-    def finish(self, metrics:dict, curves):
-        "Log the run's final `metrics` (as `final/NAME`) and its `curves` figure (a PNG file), and close the trackers."
-        final = {f'final/{k}': float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-        if 'tensorboard' in self.names:
-            from torch.utils.tensorboard import SummaryWriter
-            from PIL import Image
-            with SummaryWriter(self.tb_dir) as w:
-                for k, v in final.items(): w.add_scalar(k, v, metrics['epochs'])
-                w.add_image('curves', np.asarray(Image.open(curves).convert('RGB')), metrics['epochs'], dataformats='HWC')
-        if 'mlflow' in self.names:
-            from mlflow.entities import Metric
-            rid, t = self.ids['mlflow'], int(time.time() * 1000)
-            self.mlflow.log_batch(rid, metrics=[Metric(k, v, t, int(metrics['epochs'])) for k, v in final.items()])
-            for f in (curves, self.out/'config.json', self.out/'metrics.json'): self.mlflow.log_artifact(rid, str(f))
-            self.mlflow.set_terminated(rid, 'FINISHED')
-        if 'wandb' in self.names:
-            import wandb
-            self.wandb.log({'curves': wandb.Image(str(curves))})
-            self.wandb.summary.update(final)
-            self.wandb.finish()
-        self.done = True
-
-    def close(self):
-        "End the trackers' runs of a run that did not finish (its MLflow run marked failed, a resume marks it running again)."
-        if self.done: return
-        if 'mlflow' in self.names: self.mlflow.set_terminated(self.ids['mlflow'], 'FAILED')
-        if 'wandb' in self.names: self.wandb.finish(exit_code=1)
-        self.done = True
 
 # %% ../nbs/08_train.ipynb #617da6ce
 RECIPE = dict(data='synthetic', arch='vgg16_bn', epochs=30, lr=None, bs=256, size=None, pretrained=False, weights=None,
@@ -643,6 +527,125 @@ def run_metrics(state:dict) -> dict:
                 seconds_per_epoch=round(float(hist.seconds.mean()), 2), final_valid_auc=float(hist.roc_auc_score.iloc[-1]),
                 resumes=int(state['resumes']), stopped_early=bool(state['stopped_early']))
 
+# %% ../nbs/08_train.ipynb #12dc2bf7
+import importlib.util
+TRACKERS = dict(tensorboard='tensorboard', mlflow='mlflow', wandb='wandb')  # tracker -> the package it needs
+
+def _installed(mod:str) -> bool:
+    try: return importlib.util.find_spec(mod) is not None
+    except (ImportError, ValueError): return False
+
+def check_track(track=None) -> list:
+    "The experiment trackers named in `track` (a name, names comma-separated, or a list of them; None: none), checked to be known and installed."
+    names = [n.strip().lower() for t in ([track] if isinstance(track, str) else list(track or [])) for n in str(t).split(',') if n.strip()]
+    for n in names:
+        if n not in TRACKERS: fail(f"--track {n}", "not a tracker", f"Pass one or more of {', '.join(TRACKERS)}")
+        if not _installed(TRACKERS[n]):
+            fail(f"--track {n}", f"the {TRACKERS[n]} package is not installed", "Install the trackers: pip install 'pcam_nb[track]'")
+    return list(dict.fromkeys(names))
+
+# %% ../nbs/08_train.ipynb #2f7803ec
+def _params(cfg:dict) -> dict:
+    "Run settings as tracker parameters: numbers, strings, booleans and None as they are, other values as JSON."
+    return {k: v if v is None or isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in cfg.items() if k != 'resumed_on'}
+
+def _trained_only(cls):
+    "Tracker callback class `cls` that logs only epochs that trained (`TrainedOnly`)."
+    return type(cls.__name__, (TrainedOnly, cls), {})
+
+def _tensorboard_callback(log_dir):
+    "fastai's `TensorBoardCallback` into `log_dir`, for epochs that trained, logging batches of training only and numeric hyper-parameters only."
+    from fastai.callback.tensorboard import TensorBoardCallback
+    class TensorBoardRun(TrainedOnly, TensorBoardCallback):
+        def after_batch(self):  # fastai's logs every hyper-parameter (AdamW's include flags such as `fused=None`), in valid batches too
+            if not self.training: return
+            self.writer.add_scalar('train_loss', self.smooth_loss, self.train_iter)
+            for i, h in enumerate(self.opt.hypers):
+                for k, v in h.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool): self.writer.add_scalar(f'{k}_{i}', v, self.train_iter)
+    return TensorBoardRun(log_dir=log_dir, trace_model=False, log_preds=False)
+
+class MLflowCallback(Callback):
+    "Log each trained epoch's history row to MLflow run `run_id` with mlflow's `client`, the run's epoch number as step."
+    order = RunCheckpoint.order + 0.5  # after `RunCheckpoint` has the row, before `EarlyStop` may end the fit
+    def __init__(self, client, run_id:str): store_attr()
+    def after_epoch(self):
+        if not self.learn.final_record: return
+        from mlflow.entities import Metric
+        row, t = self.learn.run_checkpoint.state['history'][-1], int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), t, int(row['epoch'])) for k, v in row.items()
+                                                    if k not in ('epoch', 'phase')])
+
+class RunTracking:
+    "The experiment trackers `names` of the run in folder `out` (settings `cfg`): fastai callbacks for its fits, then its final metrics and curves."
+    def __init__(self, names, out, cfg:dict, resume:bool=False):
+        self.names, self.out, self.done = check_track(names), Path(out), False
+        f = self.out/'tracking.json'
+        self.ids = json.loads(f.read_text()) if resume and f.exists() else {}
+        params = _params(cfg)
+        if 'tensorboard' in self.names:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb_dir = self.out/'tensorboard'
+            if not resume:
+                with SummaryWriter(self.tb_dir) as w: w.add_text('config', '    ' + json.dumps(cfg, indent=1).replace('\n', '\n    '))
+        if 'mlflow' in self.names:
+            os.environ.setdefault('MLFLOW_ALLOW_FILE_STORE', 'true')
+            from mlflow import MlflowClient
+            from mlflow.entities import Param as MLParam
+            self.mlflow = MlflowClient(tracking_uri=(self.out/'mlruns').resolve().as_uri())
+            if 'mlflow' in self.ids: self.mlflow.update_run(self.ids['mlflow'], 'RUNNING')
+            else:
+                e = self.mlflow.get_experiment_by_name('pcam_nb')
+                run = self.mlflow.create_run(e.experiment_id if e else self.mlflow.create_experiment('pcam_nb'), run_name=self.out.name)
+                self.ids['mlflow'] = run.info.run_id
+                self.mlflow.log_batch(run.info.run_id, params=[MLParam(k, str(v)) for k, v in params.items()])
+        if 'wandb' in self.names:
+            import wandb
+            self.wandb = wandb.init(project=os.environ.get('WANDB_PROJECT', 'pcam_nb'), name=self.out.name, dir=str(self.out),
+                                    config=params, mode=os.environ.get('WANDB_MODE', 'offline'), id=self.ids.get('wandb'),
+                                    resume='allow' if 'wandb' in self.ids else None, settings=wandb.Settings(console='off', silent=True))
+            self.ids['wandb'] = self.wandb.id
+        write_json(f, self.ids)
+
+    def callbacks(self) -> list:
+        "The fastai callbacks that log the run's fits."
+        cbs = []
+        if 'tensorboard' in self.names: cbs.append(_tensorboard_callback(self.tb_dir))
+        if 'mlflow' in self.names: cbs.append(MLflowCallback(self.mlflow, self.ids['mlflow']))
+        if 'wandb' in self.names:
+            from fastai.callback.wandb import WandbCallback
+            cbs.append(_trained_only(WandbCallback)(log=None, log_preds=False, log_model=False))
+        return cbs
+
+    def finish(self, metrics:dict, curves):
+        "Log the run's final `metrics` (as `final/NAME`) and its `curves` figure (a PNG file), and close the trackers."
+        final = {f'final/{k}': float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        if 'tensorboard' in self.names:
+            from torch.utils.tensorboard import SummaryWriter
+            from PIL import Image
+            with SummaryWriter(self.tb_dir) as w:
+                for k, v in final.items(): w.add_scalar(k, v, metrics['epochs'])
+                w.add_image('curves', np.asarray(Image.open(curves).convert('RGB')), metrics['epochs'], dataformats='HWC')
+        if 'mlflow' in self.names:
+            from mlflow.entities import Metric
+            rid, t = self.ids['mlflow'], int(time.time() * 1000)
+            self.mlflow.log_batch(rid, metrics=[Metric(k, v, t, int(metrics['epochs'])) for k, v in final.items()])
+            for f in (curves, self.out/'config.json', self.out/'metrics.json'): self.mlflow.log_artifact(rid, str(f))
+            self.mlflow.set_terminated(rid, 'FINISHED')
+        if 'wandb' in self.names:
+            import wandb
+            self.wandb.log({'curves': wandb.Image(str(curves))})
+            self.wandb.summary.update(final)
+            self.wandb.finish()
+        self.done = True
+
+    def close(self):
+        "End the trackers' runs of a run that did not finish (its MLflow run marked failed, a resume marks it running again)."
+        if self.done: return
+        if 'mlflow' in self.names: self.mlflow.set_terminated(self.ids['mlflow'], 'FAILED')
+        if 'wandb' in self.names: self.wandb.finish(exit_code=1)
+        self.done = True
+
 # %% ../nbs/08_train.ipynb #44afdc57
 def pcam_run(data=None, arch=None, *, out, epochs=None, lr=None, bs=None, size=None, pretrained=None, weights=None,
              limit=None, valid_limit=None, seed=None, label_smoothing=None, wd=None, freeze_epochs=None, early_stop=None,
@@ -688,17 +691,33 @@ def pcam_run(data=None, arch=None, *, out, epochs=None, lr=None, bs=None, size=N
         if tracking: tracking.close()
 
 # %% ../nbs/08_train.ipynb #7be22a7c
-def runs_table(run_dirs) -> pd.DataFrame:
-    "One row per run folder: arch, data, epochs, best valid AUC/accuracy/loss, seconds per epoch, total seconds, device."
+from .runs import find_runs
+
+def runs_table(run_dirs, sort:str|None='valid_auc') -> pd.DataFrame:
+    "One row per finished run of `run_dirs` (run folders, or folders of them): arch, data, epochs, best valid AUC/accuracy/loss, seconds per epoch, total seconds, device; sorted by `sort`, best first."
     rows = []
-    for d in map(Path, run_dirs):
+    for d in find_runs(run_dirs):
         if not (d/'metrics.json').exists(): continue
         c, m = json.loads((d/'config.json').read_text()), json.loads((d/'metrics.json').read_text())
         rows.append(dict(run=d.name, arch=c['arch'], data=Path(c['data']).name, n_train=c.get('n_train'), epochs=m['epochs'],
                          valid_auc=round(m['valid_auc'], 4), valid_accuracy=round(m['valid_accuracy'], 4),
                          valid_loss=round(m['valid_loss'], 4), best_epoch=m['best_epoch'],
-                         s_per_epoch=m['seconds_per_epoch'], seconds=m['seconds'], device=c.get('device_name')))
-    return pd.DataFrame(rows)
+                         s_per_epoch=m['seconds_per_epoch'], seconds=m['seconds'], processes=c.get('processes', 1),
+                         device=c.get('device_name')))
+    df = pd.DataFrame(rows)
+    if sort and len(df): df = df.sort_values(sort, ascending=sort == 'valid_loss', kind='stable', ignore_index=True)
+    return df
+
+def plot_runs(table:pd.DataFrame, fname=None, metric:str='valid_auc'):
+    "A bar per run of `runs_table`'s `table`: its `metric`, in the table's order; saved as PNG to `fname` if given."
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.2))
+    ax.barh(table.run[::-1], table[metric][::-1], color='tab:blue')
+    for y, v in enumerate(table[metric][::-1]): ax.text(v, y, f' {v:.4f}', va='center', fontsize=8)
+    lo = float(table[metric].min()) if len(table) else 0
+    ax.set_xlim(max(0, lo - 0.05), 1.0 if metric != 'valid_loss' else None); ax.set_xlabel(metric.replace('_', ' '))
+    ax.grid(axis='x', alpha=.3); fig.tight_layout()
+    save_figure(fig, fname)
+    return fig
 
 # %% ../nbs/08_train.ipynb #ea1b4081
 @pcam_cli
