@@ -554,15 +554,24 @@ def _trained_only(cls):
     return type(cls.__name__, (TrainedOnly, cls), {})
 
 def _tensorboard_callback(log_dir):
-    "fastai's `TensorBoardCallback` into `log_dir`, for epochs that trained, logging batches of training only and numeric hyper-parameters only."
+    "fastai's `TensorBoardCallback` into `log_dir` for the epochs that trained: numeric hyper-parameters, training batches only, steps counted over the run."
     from fastai.callback.tensorboard import TensorBoardCallback
-    class TensorBoardRun(TrainedOnly, TensorBoardCallback):
-        def after_batch(self):  # fastai's logs every hyper-parameter (AdamW's include flags such as `fused=None`), in valid batches too
+    class TensorBoardRun(TensorBoardCallback):
+        # fastai's logs every hyper-parameter (AdamW's include flags such as `fused=None`), in valid batches too, and counts
+        # steps from the start of each fit; here a step is a batch trained since the run began, over its phases and resumes
+        def _step(self, done:int=0):
+            ck = getattr(self.learn, 'run_checkpoint', None)
+            return self.train_iter if ck is None else (ck.first + self.epoch) * len(self.dls.train) + done
+        def after_batch(self):
             if not self.training: return
-            self.writer.add_scalar('train_loss', self.smooth_loss, self.train_iter)
+            step = self._step(self.iter + 1)
+            self.writer.add_scalar('train_loss', self.smooth_loss, step)
             for i, h in enumerate(self.opt.hypers):
                 for k, v in h.items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool): self.writer.add_scalar(f'{k}_{i}', v, self.train_iter)
+                    if isinstance(v, (int, float)) and not isinstance(v, bool): self.writer.add_scalar(f'{k}_{i}', v, step)
+        def after_epoch(self):
+            if not self.learn.final_record: return
+            for n, v in zip(self.recorder.metric_names[2:-1], self.recorder.log[2:-1]): self.writer.add_scalar(n, v, self._step(len(self.dls.train)))
     return TensorBoardRun(log_dir=log_dir, trace_model=False, log_preds=False)
 
 class MLflowCallback(Callback):
@@ -570,18 +579,20 @@ class MLflowCallback(Callback):
     order = RunCheckpoint.order + 0.5  # after `RunCheckpoint` has the row, before `EarlyStop` may end the fit
     def __init__(self, client, run_id:str): store_attr()
     def after_epoch(self):
-        if not self.learn.final_record: return
-        from mlflow.entities import Metric
-        row, t = self.learn.run_checkpoint.state['history'][-1], int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), t, int(row['epoch'])) for k, v in row.items()
-                                                    if k not in ('epoch', 'phase')])
+        if self.learn.final_record: _mlflow_row(self.client, self.run_id, self.learn.run_checkpoint.state['history'][-1])
+
+def _mlflow_row(client, run_id:str, row:dict):
+    "Log history row `row` to MLflow run `run_id`: its numbers, the row's epoch as step."
+    from mlflow.entities import Metric
+    t = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), t, int(row['epoch'])) for k, v in row.items() if k not in ('epoch', 'phase')])
 
 class RunTracking:
     "The experiment trackers `names` of the run in folder `out` (settings `cfg`): fastai callbacks for its fits, then its final metrics and curves."
     def __init__(self, names, out, cfg:dict, resume:bool=False):
         self.names, self.out, self.done = check_track(names), Path(out), False
         f = self.out/'tracking.json'
-        self.ids = json.loads(f.read_text()) if resume and f.exists() else {}
+        self.ids = {k: v for k, v in (json.loads(f.read_text()) if resume and f.exists() else {}).items() if k in TRACKERS}
         params = _params(cfg)
         if 'tensorboard' in self.names:
             from torch.utils.tensorboard import SummaryWriter
@@ -593,7 +604,12 @@ class RunTracking:
             from mlflow import MlflowClient
             from mlflow.entities import Param as MLParam
             self.mlflow = MlflowClient(tracking_uri=(self.out/'mlruns').resolve().as_uri())
-            if 'mlflow' in self.ids: self.mlflow.update_run(self.ids['mlflow'], 'RUNNING')
+            if 'mlflow' in self.ids:  # a resume: the same run, with the epochs a kill kept from it (checkpointed, not yet logged)
+                self.mlflow.update_run(self.ids['mlflow'], 'RUNNING')
+                logged = {m.step for m in self.mlflow.get_metric_history(self.ids['mlflow'], 'roc_auc_score')}
+                h = self.out/'history.csv'
+                for row in (pd.read_csv(h).to_dict('records') if h.exists() else []):
+                    if row['epoch'] not in logged: _mlflow_row(self.mlflow, self.ids['mlflow'], row)
             else:
                 e = self.mlflow.get_experiment_by_name('pcam_nb')
                 run = self.mlflow.create_run(e.experiment_id if e else self.mlflow.create_experiment('pcam_nb'), run_name=self.out.name)
@@ -605,7 +621,7 @@ class RunTracking:
                                     config=params, mode=os.environ.get('WANDB_MODE', 'offline'), id=self.ids.get('wandb'),
                                     resume='allow' if 'wandb' in self.ids else None, settings=wandb.Settings(console='off', silent=True))
             self.ids['wandb'] = self.wandb.id
-        write_json(f, self.ids)
+        write_json(f, dict(self.ids, trackers=self.names))
 
     def callbacks(self) -> list:
         "The fastai callbacks that log the run's fits."
@@ -675,6 +691,8 @@ def pcam_run(data=None, arch=None, *, out, epochs=None, lr=None, bs=None, size=N
             env = dict(environment(dev), processes=max(num_distrib(), 1))
             cfg = dict(cfg, resumed_on=cfg.get('resumed_on', []) + [env]) if resume else dict(cfg, compile=use, **env)
             if main: write_json(out/'config.json', cfg)
+            if main and resume and not track and (out/'tracking.json').exists():  # a resume goes on with the run's trackers
+                track = check_track(json.loads((out/'tracking.json').read_text()).get('trackers'))
             if main and track: tracking = RunTracking(track, out, cfg, resume)
             with distributed(learn):
                 state = train(learn, out, cfg['epochs'], cfg['lr'], bool(cfg['pretrained'] or cfg['weights']), cfg['freeze_epochs'],

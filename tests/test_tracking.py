@@ -13,19 +13,27 @@ for _m in ('tensorboard', 'mlflow', 'wandb'): pytest.importorskip(_m, reason=f"{
 
 @pytest.fixture(scope='module')
 def tracked(tmp_path_factory):
-    "A 2-epoch run with all three trackers (comma-separated and repeated --track), in this process."
+    """A 2-epoch run with all three trackers (comma-separated and repeated --track), in this process: interrupted (Ctrl-C)
+    after its first epoch's checkpoint, then resumed without --track (it goes on with the run's trackers)."""
+    import pcam_nb.train as T
     from pcam_nb.synth import make_synthetic
-    from pcam_nb.train import pcam_train
     root = tmp_path_factory.mktemp('track')
     data = make_synthetic(root/'syn', n_train=192, n_valid=96, n_test=0, size=64, seed=2, progress=False)
+    out, real = root/'run', T.shared_error
+    def interrupted(e): real(e); raise KeyboardInterrupt
     env = {k: os.environ.pop(k) for k in ('WANDB_MODE', 'MLFLOW_ALLOW_FILE_STORE') if k in os.environ}
     try:
-        r = run_command(pcam_train, '--data', data, '--arch', 'simple_cnn', '--epochs', 2, '--bs', 64, '--device', 'cpu',
-                        '--out', root/'run', '--no-progress', '--track', 'tensorboard,mlflow', '--track', 'wandb')
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(T, 'shared_error', interrupted)
+            r = run_command(T.pcam_train, '--data', data, '--arch', 'simple_cnn', '--epochs', 2, '--bs', 64, '--device', 'cpu',
+                            '--out', out, '--no-progress', '--track', 'tensorboard,mlflow', '--track', 'wandb')
+        assert r.returncode == 130 and f'pcam_train --resume --out {out}' in r.stderr, r.stderr
+        r = run_command(T.pcam_train, '--resume', '--out', out, '--no-progress')
     finally: os.environ.pop('MLFLOW_ALLOW_FILE_STORE', None); os.environ.update(env)
     assert r.returncode == 0, r.stderr
-    out = root/'run'
-    return out, pd.read_csv(out/'history.csv'), json.loads((out/'metrics.json').read_text())
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['resumes'] == 1 and m['epochs'] == 2
+    return out, pd.read_csv(out/'history.csv'), m
 
 
 def _close(a, b, eps=1e-5): return len(a) == len(b) and all(abs(x - y) <= eps for x, y in zip(a, b))
@@ -34,12 +42,14 @@ def _close(a, b, eps=1e-5): return len(a) == len(b) and all(abs(x - y) <= eps fo
 def test_tensorboard(tracked):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     out, h, m = tracked
+    assert len(list((out/'tensorboard').glob('events.out.tfevents.*'))) >= 2   # the first process's files and the resume's
     ea = EventAccumulator(str(out/'tensorboard')); ea.Reload()
     for n in ('valid_loss', 'accuracy', 'roc_auc_score'): assert _close([e.value for e in ea.Scalars(n)], h[n].tolist()), n
     assert _close([ea.Scalars(f'final/{k}')[0].value for k in ('valid_auc', 'valid_loss', 'epochs')],
                   [m['valid_auc'], m['valid_loss'], m['epochs']])
     assert 'curves' in ea.Tags()['images'] and 'config/text_summary' in ea.Tags()['tensors']
-    assert len({e.step for e in ea.Scalars('train_loss')}) == 2 * (192 // 64)   # per batch
+    assert {e.step for e in ea.Scalars('train_loss')} == set(range(1, 7))      # per batch, over the run: 2 epochs of 3 batches
+    assert [e.step for e in ea.Scalars('roc_auc_score')] == [3, 6]
 
 
 def test_mlflow(tracked):
@@ -59,15 +69,19 @@ def test_mlflow(tracked):
 
 
 def test_wandb_offline(tracked):
-    "The offline run file, read with wandb's own reader (`wandb leet inspect --json`): config, per-epoch history, summary, the figure."
+    "The offline run files, read with wandb's own reader (`wandb leet inspect --json`): config, per-epoch history, summary, the figure."
     out, h, m = tracked
-    (f,) = (out/'wandb').glob('offline-run-*/run-*.wandb')
-    r = subprocess.run([str(BIN/'wandb'), 'leet', 'inspect', '--json', str(f)], capture_output=True, text=True, timeout=120,
-                       stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, r.stderr
-    recs = [json.loads(l) for l in r.stdout.splitlines() if l.startswith('{')]
-    run = next(x['run'] for x in recs if x['type'] == 'run')
-    assert run['display_name'] == 'run' and run['config']['update']['arch'] == 'simple_cnn'
+    files = sorted((out/'wandb').glob('offline-run-*/run-*.wandb'))
+    assert len(files) == 2                                    # the interrupted process's and the resume's, one run id
+    recs = []
+    for f in files:
+        r = subprocess.run([str(BIN/'wandb'), 'leet', 'inspect', '--json', str(f)], capture_output=True, text=True, timeout=120,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+        recs += [json.loads(l) for l in r.stdout.splitlines() if l.startswith('{')]
+    runs = [x['run'] for x in recs if x['type'] == 'run']
+    assert len({x['run_id'] for x in runs}) == 1 and runs[0]['display_name'] == 'run' and runs[0]['config']['update']['arch'] == 'simple_cnn'
+    run = runs[0]
     hist = [x['history']['item'] for x in recs if x['type'] == 'history']
     for n in ('valid_loss', 'accuracy', 'roc_auc_score'): assert _close([i[n] for i in hist if n in i], h[n].tolist()), n
     summary = {}
@@ -75,7 +89,7 @@ def test_wandb_offline(tracked):
         if x['type'] == 'summary': summary.update(x['summary'].get('update', {}))
     assert all(abs(summary[f'final/{k}'] - float(v)) < 1e-9 for k, v in m.items())
     (img,) = [i for i in hist if i.get('curves._type') == 'image-file']         # the curves figure, as a PNG beside the run file
-    assert (f.parent/'files'/img['curves.path']).read_bytes() == (out/'curves.png').read_bytes()
+    assert (files[-1].parent/'files'/img['curves.path']).read_bytes() == (out/'curves.png').read_bytes()
     assert json.loads((out/'tracking.json').read_text())['wandb'] == run['run_id']
 
 
