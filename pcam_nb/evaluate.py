@@ -25,7 +25,7 @@ __all__ = ['eval_dl', 'inference_model', 'predict_logits', 'tta_probs', 'roc_auc
            'rotation_robustness', 'fit_temperature', 'calibrated_probs', 'plot_roc', 'plot_confusion',
            'plot_reliability', 'plot_mistakes', 'grad_cam', 'plot_grad_cam', 'check_device', 'eval_patches',
            'split_note', 'report_metrics', 'calibration_report', 'write_report', 'evaluate_run', 'compare_runs',
-           'pcam_evaluate']
+           'plot_compare', 'pcam_evaluate']
 
 # %% ../nbs/09_evaluate.ipynb #39c79f5a
 def eval_dl(p:Patches, stats, bs:int=256, device=None) -> PatchDL:
@@ -428,10 +428,12 @@ def evaluate_run(run_dir, data=None, split:str|None=None, tta:bool=True, bs:int=
     return rep
 
 # %% ../nbs/09_evaluate.ipynb #487d747d
-def compare_runs(run_dirs, split:str|None=None, **kwargs) -> pd.DataFrame:
-    "One row per run: arch, n, AUC [95% CI], accuracy, NLL, ECE, with TTA, rotation robustness, temperature."
-    rows = []
-    for d in map(Path, run_dirs):
+from .runs import find_runs
+
+def compare_runs(run_dirs, split:str|None=None, plot_dir=None, **kwargs) -> pd.DataFrame:
+    "One row per run of `run_dirs` (run folders, or folders of them), best AUC first: arch, n, AUC [95% CI], accuracy, NLL, ECE, with TTA, rotation robustness, temperature."
+    rows, aucs = [], []
+    for d in find_runs(run_dirs):
         cfg = run_config(d)
         data = str(kwargs.get('data') or cfg['data'])
         s = split or _default_split(data)
@@ -448,7 +450,25 @@ def compare_runs(run_dirs, split:str|None=None, **kwargs) -> pd.DataFrame:
                          auc_tta=ci(t), accuracy_tta=round(t['accuracy'], 4) if t else None,
                          mean_spread=round(r['mean_spread'], 4) if r else None,
                          temperature=round(cal['plain']['temperature'], 3) if cal else None))
-    return pd.DataFrame(rows)
+        aucs.append((rep.get('auc', float('nan')), rep.get('auc_ci')))
+    order = sorted(range(len(rows)), key=lambda i: -aucs[i][0] if aucs[i][0] == aucs[i][0] else math.inf)  # NaN (no AUC) last
+    df = pd.DataFrame([rows[i] for i in order])
+    if plot_dir is not None and len(df):
+        s = df.split.iloc[0] if df.split.nunique() == 1 else 'mixed'
+        df.attrs['figure'] = str(Path(plot_dir)/f'compare_{s}.png')
+        plt.close(plot_compare(df.run.tolist(), [aucs[i] for i in order], df.attrs['figure']))
+    return df
+
+def plot_compare(names:list, aucs:list, fname=None):
+    "A bar per run `names[i]`: its AUC with the 95% CI of `aucs[i] = (auc, (lo, hi) or None)`, in the given order; saved as PNG to `fname` if given."
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
+    a = np.array([v for v, _ in aucs], float)
+    err = np.array([[v - ci[0], ci[1] - v] if ci else [0, 0] for v, ci in aucs], float).T
+    ax.barh(names[::-1], a[::-1], xerr=err[:, ::-1], color='tab:blue', capsize=3)
+    ax.set_xlim(max(0, np.nanmin(a) - 0.1) if np.isfinite(a).any() else 0, 1); ax.set_xlabel('AUC (95% CI)'); ax.grid(axis='x', alpha=.3)
+    fig.tight_layout()
+    save_figure(fig, fname)
+    return fig
 
 # %% ../nbs/09_evaluate.ipynb #09b4ec7e
 def _summary(rep) -> pd.DataFrame:
@@ -482,7 +502,10 @@ def pcam_evaluate(run_dir:Param("pcam_train run folder(s)", str, nargs='+'),
     if len(run_dir) > 1 and not compare: raise PCamError(f"{len(run_dir)} run folders given: add --compare to compare them")
     _check_eval_args(threshold, target_sensitivity, n_boot, bs, limit); check_device(device)
     if compare:
-        print(compare_runs(run_dir, split, **kw).to_markdown(index=False))
+        one = Path(run_dir[0])
+        cmp = compare_runs(run_dir, split, plot_dir=one if plots and len(run_dir) == 1 and one.is_dir() and not (one/'config.json').exists() else None, **kw)
+        print(cmp.to_markdown(index=False))
+        if 'figure' in cmp.attrs: print(f"figure: {cmp.attrs['figure']}")
         return
     rep = evaluate_run(run_dir[0], split=split, **kw)
     print(f"{rep['arch']} on {rep['data']} ({rep['split']}, {rep['n']} patches, CI by {rep.get('ci_unit', 'patch')})")

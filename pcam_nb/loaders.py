@@ -28,7 +28,8 @@ from . import synth  # registers the 'synthetic' source, the default of `pcam_dl
 
 # %% auto #0
 __all__ = ['RandomD4', 'StainJitter', 'PatchTensors', 'fits_on_device', 'PatchDL', 'outline_centre', 'channel_stats', 'ToFeed',
-           'feed_dtype', 'set_feed', 'batch_tfms', 'patch_dls', 'pcam_dls', 'as_rgb', 'as_patch_tensors']
+           'feed_dtype', 'set_feed', 'batch_tfms', 'patch_dls', 'pcam_dls', 'as_rgb', 'as_patch_tensors', 'ShardedDL',
+           'shard_dl']
 
 # %% ../nbs/04_loaders.ipynb #8d3c1cf6
 class RandomD4(Transform):
@@ -306,3 +307,29 @@ def as_patch_tensors(items, like:PatchTensors) -> PatchTensors:
     xt = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
     yt = torch.from_numpy(y).to(dev) if y is not None else torch.zeros(len(x), dtype=torch.int64, device=dev)
     return PatchTensors(xt, yt, like.vocab, None, 1, like.staged)
+
+# %% ../nbs/04_loaders.ipynb #230d8f73
+import random
+from fastai.distributed import DistributedDL
+
+class ShardedDL(DistributedDL):
+    "fastai's `DistributedDL` over a `PatchDL`: process `rank`'s slice of each epoch's seeded order, no broadcast needed."
+    def __init__(self, dl:PatchDL, rank:int|None=None, world_size:int|None=None, seed:int|None=None):
+        super().__init__(dl, rank, world_size)
+        if seed is not None: dl.rng = random.Random(seed)  # the same order in every process
+    def get_idxs(self):
+        idxs = torch.as_tensor(self.dl.get_idxs(), dtype=torch.long)
+        self.n = n = len(idxs)
+        self.n_padded = -(-n // self.world_size) * self.world_size
+        if self.n_padded > n: idxs = torch.cat([idxs, idxs.repeat(-(-self.n_padded // n))[:self.n_padded - n]])
+        k = self.n_padded // self.world_size
+        return idxs[self.rank * k:(self.rank + 1) * k]
+    def sample(self): return self._DataLoader__idxs  # the shard's order, cut into batches by the `PatchDL`
+    def __len__(self):
+        k = -(-self.dl.n // self.world_size)
+        return k // self.bs if self.drop_last else -(-k // self.bs)
+
+def shard_dl(dl, seed:int|None=None):
+    "`dl` as this process's shard: a `ShardedDL` over a `PatchDL`, fastai's `DistributedDL` over another loader; a shard stays as it is."
+    if isinstance(dl, DistributedDL): return dl
+    return ShardedDL(dl, seed=seed) if isinstance(dl, PatchDL) else DistributedDL(dl)

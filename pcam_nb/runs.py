@@ -18,8 +18,8 @@ from .models import create_model
 from . import equivariant  # registers the equivariant architectures, so that any run's model can be rebuilt
 
 # %% auto #0
-__all__ = ['FINDER_FILES', 'LOCK', 'run_config', 'run_stats', 'is_run_config', 'run_status', 'clear_run', 'lock_holder',
-           'check_unlocked', 'run_lock', 'save_weights', 'load_weights', 'save_model', 'load_model',
+__all__ = ['FINDER_FILES', 'LOCK', 'run_config', 'run_stats', 'is_run_config', 'run_status', 'clear_run', 'find_runs',
+           'lock_holder', 'check_unlocked', 'run_lock', 'save_weights', 'load_weights', 'save_model', 'load_model',
            'load_learner_trusted']
 
 # %% ../nbs/07_runs.ipynb #785ce062
@@ -68,6 +68,22 @@ def clear_run(run_dir):
         if p.name == LOCK: continue
         if p.is_dir() and not p.is_symlink(): shutil.rmtree(p)
         else: p.unlink()
+
+# %% ../nbs/07_runs.ipynb #0708a077
+def _is_run(d:Path) -> bool:
+    try: return (d/'config.json').is_file() and is_run_config(json.loads((d/'config.json').read_text()))
+    except (OSError, ValueError): return False
+
+def find_runs(paths) -> list:
+    "Run folders from `paths`: a run folder as it is, a folder that is not one as the run folders directly in it (sorted), other paths as they are."
+    res = []
+    for p in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
+        if p.is_dir() and not (p/'config.json').exists():
+            runs = sorted(d for d in p.iterdir() if d.is_dir() and _is_run(d))
+            if not runs: raise PCamError(f"{p}: neither a pcam_train run folder nor a folder of them (no config.json in it or its subfolders)")
+            res += runs
+        else: res.append(p)
+    return res
 
 # %% ../nbs/07_runs.ipynb #c861d446
 LOCK = '.lock'

@@ -32,11 +32,13 @@ from .models import create_model, model_splitter, arch_info, WeightsUnavailableE
 from .runs import run_status, run_lock, check_unlocked, clear_run, save_weights, load_weights, save_model
 
 # %% auto #0
-__all__ = ['RECIPE', 'DeviceSmoothLoss', 'AsyncProgressCallback', 'RecorderToHost', 'no_sync_callbacks', 'adamw', 'auc_metric',
-           'pcam_learner', 'recipe', 'TrainedOnly', 'BestTracker', 'EarlyStop', 'save_checkpoint', 'load_into',
+__all__ = ['RECIPE', 'TRACKERS', 'DeviceSmoothLoss', 'AsyncProgressCallback', 'RecorderToHost', 'no_sync_callbacks', 'adamw',
+           'auc_metric', 'pcam_learner', 'is_main', 'plain_model', 'process_device', 'check_shards', 'distributed',
+           'shared_error', 'recipe', 'TrainedOnly', 'BestTracker', 'EarlyStop', 'save_checkpoint', 'load_into',
            'RunCheckpoint', 'new_state', 'read_checkpoint', 'load_best', 'train', 'find_lr', 'check_settings',
            'run_device', 'compile_option', 'compile_pays', 'check_out', 'run_settings', 'resume_settings', 'run_data',
-           'export_learner', 'plot_history', 'finish_run', 'pcam_run', 'runs_table', 'pcam_train']
+           'export_learner', 'plot_history', 'finish_run', 'run_metrics', 'check_track', 'MLflowCallback',
+           'RunTracking', 'pcam_run', 'runs_table', 'plot_runs', 'pcam_train']
 
 # %% ../nbs/08_train.ipynb #0a6764be
 class DeviceSmoothLoss(AvgSmoothLoss):
@@ -116,6 +118,55 @@ def pcam_learner(dls, arch:str='vgg16_bn', pretrained:bool=False, weights=None, 
     if compile: learn.model.compile(**{'dynamic': False, **(compile_kw or {})})  # one static graph per batch shape
     return learn
 
+# %% ../nbs/08_train.ipynb #104f8283
+import importlib.util
+from contextlib import contextmanager
+from torch.nn.parallel import DistributedDataParallel
+from fastai.distributed import DistributedTrainer
+from fastai.torch_core import rank_distrib, num_distrib
+from .loaders import shard_dl
+
+def is_main() -> bool:
+    "Whether this process writes the run: the only process, or the first (rank 0) of several."
+    return rank_distrib() == 0
+
+def plain_model(model):
+    "`model` without its `DistributedDataParallel` wrapper: the module whose weights a run saves."
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+def process_device(device) -> torch.device:
+    "The device of this process: with several processes on CUDA, the GPU of its local rank (`LOCAL_RANK`)."
+    device = torch.device(device)
+    if num_distrib() <= 1 or device.type != 'cuda': return device
+    i, n = int(os.environ.get('LOCAL_RANK', 0)), torch.cuda.device_count()
+    if i >= n: fail(f"LOCAL_RANK {i}", f"this machine has {n} CUDA device(s)", "Start at most one process per GPU (--nproc_per_node)")
+    torch.cuda.set_device(i)
+    return torch.device('cuda', i)
+
+def check_shards(n_train:int, bs:int):
+    "With several processes, a `PCamError` if each one's shard of the `n_train` training patches is smaller than a batch."
+    w = num_distrib()
+    if w > 1 and -(-n_train // w) < bs:
+        fail(f"--bs {bs}", f"more than the {-(-n_train // w)} training patches each of the {w} processes gets", "Give a smaller --bs, or fewer processes")
+
+@contextmanager
+def distributed(learn:Learner):
+    "With several processes: fastai's `Learner.distrib_ctx` (DDP through Accelerate) with the loaders sharded by `shard_dl`; else nothing."
+    if num_distrib() <= 1: yield learn; return
+    if importlib.util.find_spec('accelerate') is None:
+        raise PCamError("training in several processes needs the accelerate package (fastai's distributed path runs on it): pip install 'accelerate>=1.0,<2'")
+    with learn.distrib_ctx(sync_bn=False, cpu=torch.device(learn.dls.device).type == 'cpu'):
+        for cb in learn.cbs:
+            if isinstance(cb, DistributedTrainer): cb._wrap_dl = shard_dl  # a `PatchDL` shard needs no broadcast
+        yield learn
+
+def shared_error(e:OSError|None) -> OSError|None:
+    "The first process's write error `e` (None: it wrote), told to every process (a barrier too); `e` itself in a single process."
+    if num_distrib() <= 1 or not torch.distributed.is_initialized(): return e
+    box = [None if e is None else (e.errno, e.strerror, e.filename)]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return e if e is not None or box[0] is None else OSError(*box[0])
+
 # %% ../nbs/08_train.ipynb #bb4daabe
 def recipe(epochs:int, lr:float, pretrained:bool=False, freeze_epochs:int=1) -> list:
     "The phases `(name, frozen, fit_one_cycle arguments)`: `Learner.fine_tune`'s two for pretrained models, else one `fit_one_cycle`."
@@ -155,7 +206,7 @@ def _plain(o):
 
 def save_checkpoint(learn:Learner, out, state:dict, best:bool=False):
     "Write `checkpoint.pth` (model, optimizer, `state`), then `best.pth` if `best`, then `history.csv` and `state.json`."
-    out, model = Path(out), learn.model.state_dict()
+    out, model = Path(out), plain_model(learn.model).state_dict()
     save_weights({'model': model, 'opt': _plain(learn.opt.state_dict()), 'state': json.dumps(state)}, out/'checkpoint.pth')
     if best: save_weights({'model': model, 'epoch': state['best_epoch']}, out/'best.pth')
     atomic_write(out/'history.csv', lambda f: pd.DataFrame(state['history']).to_csv(f, index=False), 'w')
@@ -198,8 +249,11 @@ class RunCheckpoint(Callback):
         st['history'].append(row)
         st.update(epochs_done=row['epoch'] + 1, seconds=round(self.clock(), 3))
         if tr.new_best: st.update(best=float(tr.best), best_epoch=row['epoch'])
-        try: save_checkpoint(self.learn, self.out, st, best=tr.new_best)
-        except OSError as e: self.error = e; raise CancelFitException()
+        if is_main():  # one process writes the run; the others wait for it (`shared_error`)
+            try: save_checkpoint(self.learn, self.out, st, best=tr.new_best)
+            except OSError as e: self.error = e
+        self.error = shared_error(self.error)
+        if self.error: raise CancelFitException()
 
 # %% ../nbs/08_train.ipynb #401e08c7
 def new_state() -> dict:
@@ -233,8 +287,8 @@ def _restore(learn, ck:dict, out, start:int, phase:int):
     learn.opt.load_state_dict(ck['opt'])
 
 def train(learn:Learner, out, epochs:int, lr:float, pretrained:bool=False, freeze_epochs:int=1,
-          early_stop:int|None=None, resume:bool=False, progress:bool=True) -> dict:
-    "Run the recipe on `learn`, saving the run into `out` after every epoch; with `resume`, go on from its checkpoint."
+          early_stop:int|None=None, resume:bool=False, progress:bool=True, cbs=()) -> dict:
+    "Run the recipe on `learn` (with callbacks `cbs` too), saving the run into `out` after every epoch; with `resume`, go on from its checkpoint."
     out = Path(out)
     ck = read_checkpoint(out, learn.dls.device) if resume else None
     state = json.loads(ck['state']) if ck else new_state()
@@ -252,7 +306,7 @@ def train(learn:Learner, out, epochs:int, lr:float, pretrained:bool=False, freez
         if ck: _restore(learn, ck, out, start, i); ck = None
         cb = RunCheckpoint(out, name, first, state, tracker, clock)
         with nullcontext() if progress else learn.no_logging():
-            learn.fit_one_cycle(**kw, start_epoch=start, cbs=[tracker, cb] + stopper)
+            learn.fit_one_cycle(**kw, start_epoch=start, cbs=[tracker, cb] + stopper + list(cbs))
         if cb.error: raise cb.error
         load_best(learn, out)
         if state['epochs_done'] < first + n: state['stopped_early'] = True; break
@@ -459,61 +513,229 @@ def finish_run(learn:Learner, out, state:dict) -> dict:
     try: export_learner(learn, out/'export.pkl')
     except OSError: raise
     except Exception as e: warnings.warn(f"fastai export failed ({e}); model.pth holds the weights")
-    hist = pd.DataFrame(state['history'])
-    plt.close(plot_history(hist, out/'curves.png'))
-    best = hist.loc[hist.epoch == state['best_epoch']].iloc[0]
-    metrics = dict(valid_auc=float(best.roc_auc_score), valid_accuracy=float(best.accuracy), valid_loss=float(best.valid_loss),
-                   best_epoch=int(best.epoch), epochs=int(len(hist)), seconds=round(state['seconds'], 1),
-                   seconds_per_epoch=round(float(hist.seconds.mean()), 2), final_valid_auc=float(hist.roc_auc_score.iloc[-1]),
-                   resumes=int(state['resumes']), stopped_early=bool(state['stopped_early']))
+    plt.close(plot_history(pd.DataFrame(state['history']), out/'curves.png'))
+    metrics = run_metrics(state)
     write_json(out/'metrics.json', metrics)
     return metrics
+
+def run_metrics(state:dict) -> dict:
+    "The metrics of a trained run's `state`: those of its best epoch, and the run's totals."
+    hist = pd.DataFrame(state['history'])
+    best = hist.loc[hist.epoch == state['best_epoch']].iloc[0]
+    return dict(valid_auc=float(best.roc_auc_score), valid_accuracy=float(best.accuracy), valid_loss=float(best.valid_loss),
+                best_epoch=int(best.epoch), epochs=int(len(hist)), seconds=round(state['seconds'], 1),
+                seconds_per_epoch=round(float(hist.seconds.mean()), 2), final_valid_auc=float(hist.roc_auc_score.iloc[-1]),
+                resumes=int(state['resumes']), stopped_early=bool(state['stopped_early']))
+
+# %% ../nbs/08_train.ipynb #12dc2bf7
+import importlib.util
+TRACKERS = dict(tensorboard='tensorboard', mlflow='mlflow', wandb='wandb')  # tracker -> the package it needs
+
+def _installed(mod:str) -> bool:
+    try: return importlib.util.find_spec(mod) is not None
+    except (ImportError, ValueError): return False
+
+def check_track(track=None) -> list:
+    "The experiment trackers named in `track` (a name, names comma-separated, or a list of them; None: none), checked to be known and installed."
+    names = [n.strip().lower() for t in ([track] if isinstance(track, str) else list(track or [])) for n in str(t).split(',') if n.strip()]
+    for n in names:
+        if n not in TRACKERS: fail(f"--track {n}", "not a tracker", f"Pass one or more of {', '.join(TRACKERS)}")
+        if not _installed(TRACKERS[n]):
+            fail(f"--track {n}", f"the {TRACKERS[n]} package is not installed", "Install the trackers: pip install 'pcam_nb[track]'")
+    return list(dict.fromkeys(names))
+
+# %% ../nbs/08_train.ipynb #2f7803ec
+def _params(cfg:dict) -> dict:
+    "Run settings as tracker parameters: numbers, strings, booleans and None as they are, other values as JSON."
+    return {k: v if v is None or isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in cfg.items() if k != 'resumed_on'}
+
+def _trained_only(cls):
+    "Tracker callback class `cls` that logs only epochs that trained (`TrainedOnly`)."
+    return type(cls.__name__, (TrainedOnly, cls), {})
+
+def _tensorboard_callback(log_dir):
+    "fastai's `TensorBoardCallback` into `log_dir` for the epochs that trained: numeric hyper-parameters, training batches only, steps counted over the run."
+    from fastai.callback.tensorboard import TensorBoardCallback
+    class TensorBoardRun(TensorBoardCallback):
+        # fastai's logs every hyper-parameter (AdamW's include flags such as `fused=None`), in valid batches too, and counts
+        # steps from the start of each fit; here a step is a batch trained since the run began, over its phases and resumes
+        def _step(self, done:int=0):
+            ck = getattr(self.learn, 'run_checkpoint', None)
+            return self.train_iter if ck is None else (ck.first + self.epoch) * len(self.dls.train) + done
+        def after_batch(self):
+            if not self.training: return
+            step = self._step(self.iter + 1)
+            self.writer.add_scalar('train_loss', self.smooth_loss, step)
+            for i, h in enumerate(self.opt.hypers):
+                for k, v in h.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool): self.writer.add_scalar(f'{k}_{i}', v, step)
+        def after_epoch(self):
+            if not self.learn.final_record: return
+            for n, v in zip(self.recorder.metric_names[2:-1], self.recorder.log[2:-1]): self.writer.add_scalar(n, v, self._step(len(self.dls.train)))
+    return TensorBoardRun(log_dir=log_dir, trace_model=False, log_preds=False)
+
+class MLflowCallback(Callback):
+    "Log each trained epoch's history row to MLflow run `run_id` with mlflow's `client`, the run's epoch number as step."
+    order = RunCheckpoint.order + 0.5  # after `RunCheckpoint` has the row, before `EarlyStop` may end the fit
+    def __init__(self, client, run_id:str): store_attr()
+    def after_epoch(self):
+        if self.learn.final_record: _mlflow_row(self.client, self.run_id, self.learn.run_checkpoint.state['history'][-1])
+
+def _mlflow_row(client, run_id:str, row:dict):
+    "Log history row `row` to MLflow run `run_id`: its numbers, the row's epoch as step."
+    from mlflow.entities import Metric
+    t = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), t, int(row['epoch'])) for k, v in row.items() if k not in ('epoch', 'phase')])
+
+class RunTracking:
+    "The experiment trackers `names` of the run in folder `out` (settings `cfg`): fastai callbacks for its fits, then its final metrics and curves."
+    def __init__(self, names, out, cfg:dict, resume:bool=False):
+        self.names, self.out, self.done = check_track(names), Path(out), False
+        f = self.out/'tracking.json'
+        self.ids = {k: v for k, v in (json.loads(f.read_text()) if resume and f.exists() else {}).items() if k in TRACKERS}
+        params = _params(cfg)
+        if 'tensorboard' in self.names:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb_dir = self.out/'tensorboard'
+            if not resume:
+                with SummaryWriter(self.tb_dir) as w: w.add_text('config', '    ' + json.dumps(cfg, indent=1).replace('\n', '\n    '))
+        if 'mlflow' in self.names:
+            os.environ.setdefault('MLFLOW_ALLOW_FILE_STORE', 'true')
+            from mlflow import MlflowClient
+            from mlflow.entities import Param as MLParam
+            self.mlflow = MlflowClient(tracking_uri=(self.out/'mlruns').resolve().as_uri())
+            if 'mlflow' in self.ids:  # a resume: the same run, with the epochs a kill kept from it (checkpointed, not yet logged)
+                self.mlflow.update_run(self.ids['mlflow'], 'RUNNING')
+                logged = {m.step for m in self.mlflow.get_metric_history(self.ids['mlflow'], 'roc_auc_score')}
+                h = self.out/'history.csv'
+                for row in (pd.read_csv(h).to_dict('records') if h.exists() else []):
+                    if row['epoch'] not in logged: _mlflow_row(self.mlflow, self.ids['mlflow'], row)
+            else:
+                e = self.mlflow.get_experiment_by_name('pcam_nb')
+                run = self.mlflow.create_run(e.experiment_id if e else self.mlflow.create_experiment('pcam_nb'), run_name=self.out.name)
+                self.ids['mlflow'] = run.info.run_id
+                self.mlflow.log_batch(run.info.run_id, params=[MLParam(k, str(v)) for k, v in params.items()])
+        if 'wandb' in self.names:
+            import wandb
+            self.wandb = wandb.init(project=os.environ.get('WANDB_PROJECT', 'pcam_nb'), name=self.out.name, dir=str(self.out),
+                                    config=params, mode=os.environ.get('WANDB_MODE', 'offline'), id=self.ids.get('wandb'),
+                                    resume='allow' if 'wandb' in self.ids else None, settings=wandb.Settings(console='off', silent=True))
+            self.ids['wandb'] = self.wandb.id
+        write_json(f, dict(self.ids, trackers=self.names))
+
+    def callbacks(self) -> list:
+        "The fastai callbacks that log the run's fits."
+        cbs = []
+        if 'tensorboard' in self.names: cbs.append(_tensorboard_callback(self.tb_dir))
+        if 'mlflow' in self.names: cbs.append(MLflowCallback(self.mlflow, self.ids['mlflow']))
+        if 'wandb' in self.names:
+            from fastai.callback.wandb import WandbCallback
+            cbs.append(_trained_only(WandbCallback)(log=None, log_preds=False, log_model=False))
+        return cbs
+
+    def finish(self, metrics:dict, curves):
+        "Log the run's final `metrics` (as `final/NAME`) and its `curves` figure (a PNG file), and close the trackers."
+        final = {f'final/{k}': float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        if 'tensorboard' in self.names:
+            from torch.utils.tensorboard import SummaryWriter
+            from PIL import Image
+            with SummaryWriter(self.tb_dir) as w:
+                for k, v in final.items(): w.add_scalar(k, v, metrics['epochs'])
+                w.add_image('curves', np.asarray(Image.open(curves).convert('RGB')), metrics['epochs'], dataformats='HWC')
+        if 'mlflow' in self.names:
+            from mlflow.entities import Metric
+            rid, t = self.ids['mlflow'], int(time.time() * 1000)
+            self.mlflow.log_batch(rid, metrics=[Metric(k, v, t, int(metrics['epochs'])) for k, v in final.items()])
+            for f in (curves, self.out/'config.json', self.out/'metrics.json'): self.mlflow.log_artifact(rid, str(f))
+            self.mlflow.set_terminated(rid, 'FINISHED')
+        if 'wandb' in self.names:
+            import wandb
+            self.wandb.log({'curves': wandb.Image(str(curves))})
+            self.wandb.summary.update(final)
+            self.wandb.finish()
+        self.done = True
+
+    def close(self):
+        "End the trackers' runs of a run that did not finish (its MLflow run marked failed, a resume marks it running again)."
+        if self.done: return
+        if 'mlflow' in self.names: self.mlflow.set_terminated(self.ids['mlflow'], 'FAILED')
+        if 'wandb' in self.names: self.wandb.finish(exit_code=1)
+        self.done = True
 
 # %% ../nbs/08_train.ipynb #44afdc57
 def pcam_run(data=None, arch=None, *, out, epochs=None, lr=None, bs=None, size=None, pretrained=None, weights=None,
              limit=None, valid_limit=None, seed=None, label_smoothing=None, wd=None, freeze_epochs=None, early_stop=None,
              aug=None, d4=None, lighting=None, hsv=None, stain=None, device=None, compile='auto', resume:bool=False,
-             overwrite:bool=False, progress:bool=True, lr_find:bool=False) -> dict:
-    "The whole training job into run folder `out`; returns the metrics (with `lr_find`: the finder's suggestions, no training)."
+             overwrite:bool=False, progress:bool=True, lr_find:bool=False, track=None) -> dict:
+    "The whole training job into run folder `out` (`track`: experiment trackers too); returns the metrics (with `lr_find`: the finder's suggestions, no training)."
     given = check_settings({k: v for k, v in locals().items() if k in RECIPE})
-    out, dev, compile = Path(out), run_device(device), compile_option(compile)
+    out, dev, compile, track, main = Path(out), process_device(run_device(device)), compile_option(compile), check_track(track), is_main()
     if resume and lr_find: raise PCamError("--lr-find trains nothing: it takes neither --resume nor --overwrite")
-    check_out(out, resume, overwrite, lr_find)
+    if lr_find and num_distrib() > 1: raise PCamError("--lr-find runs in one process: start it without torchrun or accelerate launch")
+    if main: check_out(out, resume, overwrite, lr_find)
     cfg = resume_settings(out, given) if resume else run_settings(**given)
     set_seed(cfg['seed'], reproducible=True)
-    dls = run_data(cfg, dev, progress)
+    dls = run_data(cfg, dev, progress and main)
+    check_shards(cfg['n_train'], cfg['bs'])
     use = compile == 'on' or (compile == 'auto' and compile_pays(dev, cfg['n_train'] * cfg['epochs']))
     learn = pcam_learner(dls, cfg['arch'], cfg['pretrained'], cfg['weights'], cfg['label_smoothing'], cfg['wd'], path=out,
                          model_dir='.', compile=use and not lr_find)
+    if num_distrib() > 1: torch.manual_seed(cfg['seed'] + rank_distrib())  # each process its own augmentation draws
     if not progress: learn.remove_cb(ProgressCallback)
+    tracking = None
     try:
-        with run_lock(out):
-            st = check_out(out, resume, overwrite, lr_find, locked=True)
+        with run_lock(out) if main else nullcontext():  # the first process writes the run folder, the others only read it
+            st = check_out(out, resume, overwrite, lr_find, locked=True) if main else None
             if lr_find: return find_lr(learn, out, show=False)  # the same data and learner as a run; no run record
-            if overwrite and st != 'new': clear_run(out)
-            env = environment(dev)
+            if main and overwrite and st != 'new': clear_run(out)
+            env = dict(environment(dev), processes=max(num_distrib(), 1))
             cfg = dict(cfg, resumed_on=cfg.get('resumed_on', []) + [env]) if resume else dict(cfg, compile=use, **env)
-            write_json(out/'config.json', cfg)
-            state = train(learn, out, cfg['epochs'], cfg['lr'], bool(cfg['pretrained'] or cfg['weights']), cfg['freeze_epochs'],
-                          cfg['early_stop'], resume, progress)
-            return finish_run(learn, out, state)
+            if main: write_json(out/'config.json', cfg)
+            if main and resume and not track and (out/'tracking.json').exists():  # a resume goes on with the run's trackers
+                track = check_track(json.loads((out/'tracking.json').read_text()).get('trackers'))
+            if main and track: tracking = RunTracking(track, out, cfg, resume)
+            with distributed(learn):
+                state = train(learn, out, cfg['epochs'], cfg['lr'], bool(cfg['pretrained'] or cfg['weights']), cfg['freeze_epochs'],
+                              cfg['early_stop'], resume, progress, cbs=tracking.callbacks() if tracking else ())
+            if not main: return run_metrics(state)
+            m = finish_run(learn, out, state)
+            if tracking: tracking.finish(m, out/'curves.png')
+            return m
     except OSError as e:
         todo = "Free some space and run the finder again" if lr_find else ("The run's last checkpoint (if any) is intact: free "
                f"some space, then continue with `pcam_train --resume --out {out}`")
         fail(e.filename or out, f"cannot be written ({e.strerror or e})", todo)
+    finally:
+        if tracking: tracking.close()
 
 # %% ../nbs/08_train.ipynb #7be22a7c
-def runs_table(run_dirs) -> pd.DataFrame:
-    "One row per run folder: arch, data, epochs, best valid AUC/accuracy/loss, seconds per epoch, total seconds, device."
+from .runs import find_runs
+
+def runs_table(run_dirs, sort:str|None='valid_auc') -> pd.DataFrame:
+    "One row per finished run of `run_dirs` (run folders, or folders of them): arch, data, epochs, best valid AUC/accuracy/loss, seconds per epoch, total seconds, device; sorted by `sort`, best first."
     rows = []
-    for d in map(Path, run_dirs):
+    for d in find_runs(run_dirs):
         if not (d/'metrics.json').exists(): continue
         c, m = json.loads((d/'config.json').read_text()), json.loads((d/'metrics.json').read_text())
         rows.append(dict(run=d.name, arch=c['arch'], data=Path(c['data']).name, n_train=c.get('n_train'), epochs=m['epochs'],
                          valid_auc=round(m['valid_auc'], 4), valid_accuracy=round(m['valid_accuracy'], 4),
                          valid_loss=round(m['valid_loss'], 4), best_epoch=m['best_epoch'],
-                         s_per_epoch=m['seconds_per_epoch'], seconds=m['seconds'], device=c.get('device_name')))
-    return pd.DataFrame(rows)
+                         s_per_epoch=m['seconds_per_epoch'], seconds=m['seconds'], processes=c.get('processes', 1),
+                         device=c.get('device_name')))
+    df = pd.DataFrame(rows)
+    if sort and len(df): df = df.sort_values(sort, ascending=sort == 'valid_loss', kind='stable', ignore_index=True)
+    return df
+
+def plot_runs(table:pd.DataFrame, fname=None, metric:str='valid_auc'):
+    "A bar per run of `runs_table`'s `table`: its `metric`, in the table's order; saved as PNG to `fname` if given."
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.2))
+    ax.barh(table.run[::-1], table[metric][::-1], color='tab:blue')
+    for y, v in enumerate(table[metric][::-1]): ax.text(v, y, f' {v:.4f}', va='center', fontsize=8)
+    lo = float(table[metric].min()) if len(table) else 0
+    ax.set_xlim(max(0, lo - 0.05), 1.0 if metric != 'valid_loss' else None); ax.set_xlabel(metric.replace('_', ' '))
+    ax.grid(axis='x', alpha=.3); fig.tight_layout()
+    save_figure(fig, fname)
+    return fig
 
 # %% ../nbs/08_train.ipynb #ea1b4081
 @pcam_cli
@@ -545,17 +767,21 @@ def pcam_train(data:str=None,  # 'synthetic' (default), a PCam HDF5 folder, an i
                overwrite:bool=False,  # start the pcam_train run in --out over (finished or not)
                progress:bool=True,  # no progress bars and no per-epoch table
                lr_find:bool=False,  # run fastai's learning-rate finder (plot + suggestions in --out) instead of training
+               track:Param("log to experiment trackers too, offline, in the run folder: tensorboard, mlflow, wandb "
+                           "(comma-separated, or --track again)", str, action='append')=None,
               ):
     "Train a PCam classifier with fastai and write a run folder (config, checkpoints, history, metrics, curves, model)."
     if resume and not out: raise PCamError("--resume needs --out RUN_DIR: the run to continue")
+    track = check_track(track)
     settings = {k: v for k, v in locals().items() if k in RECIPE}
     settings.update(pretrained=pretrained or None, aug=None if aug else False, d4=None if d4 else False)  # flags: given or not
     out = out or f"runs/{arch or RECIPE['arch']}-{'lr_find-' if lr_find else ''}{time.strftime('%Y%m%d-%H%M%S')}"
     try: m = pcam_run(**settings, out=out, device=device, compile=compile, resume=resume, overwrite=overwrite,
-                      progress=progress, lr_find=lr_find)
+                      progress=progress, lr_find=lr_find, track=track)
     except KeyboardInterrupt:
         todo = f"continue it with: pcam_train --resume --out {out}" if run_status(out) == 'unfinished' else "no run was started"
         print(f"interrupted: {todo}", file=sys.stderr); sys.exit(130)
+    if not is_main(): return  # one process reports
     if lr_find:
         print('learning-rate finder: ' + ', '.join(f'{k} {v:.2e}' for k, v in m.items()))
         print(f"plot: {out}/lr_find.png; train with the rate you pick: pcam_train --data {data or RECIPE['data']} "
