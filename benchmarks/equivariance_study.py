@@ -255,6 +255,7 @@ def main(argv=None):
     dev = environment(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     first = final[df.model[0]][0]
     cmd = 'python benchmarks/equivariance_study.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    if os.environ.get('PCAM_SAMPLE'): cmd = cmd.replace(os.environ['PCAM_SAMPLE'], '$PCAM_SAMPLE')
     minutes = (time.perf_counter() - t0) / 60
     starts = [f.stat().st_mtime for f in (runs/'search').glob('*/trials/0000/config.json')]
     ends = [f.stat().st_mtime for f in (runs/'final').glob('*/seed*/record.json')]
