@@ -24,7 +24,9 @@ if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_require
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
-track_requirements = (cfg.get('track_requirements') or '').split()
+# optional extras: every `NAME_requirements` setting is the extra NAME; dev installs them all (their tests need them)
+extras = {k[:-len('_requirements')]: shlex.split(v) for k, v in cfg.items()
+          if k.endswith('_requirements') and k not in ('dev_requirements', 'pip_requirements')}
 
 package_data = dict()
 pkg_data = cfg.get('package_data', None)
@@ -44,7 +46,7 @@ setuptools.setup(
     include_package_data = True,
     package_data = package_data,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements + track_requirements, 'track': track_requirements },
+    extras_require={'dev': dev_requirements + [r for v in extras.values() for r in v], **extras},
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

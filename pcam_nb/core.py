@@ -102,7 +102,7 @@ def environment(device='cpu') -> dict:
                 numpy=numpy.__version__, h5py=h5py.__version__, git_commit=git_commit(), device=str(torch.device(device)),
                 device_name=device_name(device), cpu_threads=torch.get_num_threads(), host=platform.node())
 
-# %% ../nbs/00_core.ipynb #0505b58f
+# %% ../nbs/00_core.ipynb #c5cc89b1
 M_MMAP_THRESHOLD = -3   # glibc's mallopt parameter number
 
 def bounded_heap(threshold:int=1 << 20) -> bool:
