@@ -33,12 +33,12 @@ from .runs import run_status, run_lock, check_unlocked, clear_run, save_weights,
 
 # %% auto #0
 __all__ = ['RECIPE', 'TRACKERS', 'DeviceSmoothLoss', 'AsyncProgressCallback', 'RecorderToHost', 'no_sync_callbacks', 'adamw',
-           'auc_metric', 'pcam_learner', 'is_main', 'plain_model', 'process_device', 'check_shards', 'distributed',
-           'shared_error', 'recipe', 'TrainedOnly', 'BestTracker', 'EarlyStop', 'save_checkpoint', 'load_into',
-           'RunCheckpoint', 'new_state', 'read_checkpoint', 'load_best', 'train', 'find_lr', 'check_settings',
-           'run_device', 'compile_option', 'compile_pays', 'check_out', 'run_settings', 'resume_settings', 'run_data',
-           'export_learner', 'plot_history', 'finish_run', 'run_metrics', 'check_track', 'MLflowCallback',
-           'RunTracking', 'pcam_run', 'runs_table', 'plot_runs', 'pcam_train']
+           'auc_metric', 'PlainInputs', 'pcam_learner', 'is_main', 'plain_model', 'process_device', 'check_shards',
+           'distributed', 'shared_error', 'recipe', 'TrainedOnly', 'BestTracker', 'EarlyStop', 'save_checkpoint',
+           'load_into', 'RunCheckpoint', 'new_state', 'read_checkpoint', 'load_best', 'train', 'find_lr',
+           'check_settings', 'run_device', 'compile_option', 'compile_pays', 'check_out', 'run_settings',
+           'resume_settings', 'run_data', 'export_learner', 'plot_history', 'finish_run', 'run_metrics', 'check_track',
+           'MLflowCallback', 'RunTracking', 'pcam_run', 'runs_table', 'plot_runs', 'pcam_train']
 
 # %% ../nbs/08_train.ipynb #0a6764be
 class DeviceSmoothLoss(AvgSmoothLoss):
@@ -92,6 +92,12 @@ def auc_metric(n_classes:int):
     "fastai ROC AUC metric: binary AUC of the last class for 2 classes, one-vs-rest macro AUC otherwise."
     return RocAucBinary() if n_classes == 2 else RocAuc()
 
+# %% ../nbs/08_train.ipynb #abda8337
+class PlainInputs(Callback):
+    "Feed the model the batch's inputs as plain `torch.Tensor`s (fastai's tensor types defeat torch.compile's tracer)."
+    order = 99   # after the callbacks that change `xb` (channels-last, precision)
+    def before_batch(self): self.learn.xb = tuple(x.as_subclass(torch.Tensor) if isinstance(x, torch.Tensor) else x for x in self.xb)
+
 # %% ../nbs/08_train.ipynb #3161ff72
 @delegates(Learner.__init__)
 def pcam_learner(dls, arch:str='vgg16_bn', pretrained:bool=False, weights=None, label_smoothing:float=0.1,
@@ -115,7 +121,9 @@ def pcam_learner(dls, arch:str='vgg16_bn', pretrained:bool=False, weights=None, 
     set_feed(dls, channels_last=cl)
     no_sync_callbacks(learn)
     if pretrained or weights: learn.freeze()
-    if compile: learn.model.compile(**{'dynamic': False, **(compile_kw or {})})  # one static graph per batch shape
+    if compile:
+        learn.model.compile(**{'dynamic': False, **(compile_kw or {})})  # one static graph per batch shape
+        learn.add_cb(PlainInputs())
     return learn
 
 # %% ../nbs/08_train.ipynb #104f8283
