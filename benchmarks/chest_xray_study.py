@@ -7,7 +7,7 @@ out-of-fold screening metrics with bootstrap intervals, calibration, and Grad-CA
 
 Sized for one busy CPU core (under 30 minutes with the defaults on the 624-image sample). Writes
 chest_xray_study.json, chest_xray_study.md, chest_xray_roc.png, chest_xray_reliability.png and chest_xray_gradcam.png
-beside this file (or into --out); the JSON is rewritten after every fold.
+beside this file (or into --out); all of them are rewritten after every fold, from the folds done.
 """
 import argparse, json, time
 from pathlib import Path
@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 from pcam_nb.core import environment, write_json, write_text
 from pcam_nb.chest import chest_table, read_chest_xray, cv_folds, fold_probs, plot_cams, screening_metrics, CHEST_DEFAULTS
 from pcam_nb.data import Patches
-from pcam_nb.evaluate import plot_roc, plot_reliability
+from pcam_nb.evaluate import plot_roc, plot_reliability, roc_auc
 
 HERE = Path(__file__).resolve().parent
 
@@ -47,7 +47,7 @@ def report_md(res) -> str:
     rows = []
     for a, r in res['archs'].items():
         m = r['pooled']
-        rows.append(dict(model=a, params=r['params'], epochs=r['epochs'], auc=f"{m['auc']:.3f} [{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]",
+        rows.append(dict(model=a, params=r['params'], epochs=r['epochs'], folds=f"{r['folds_done']} of {s['folds']}", images=r['n_evaluated'], auc=f"{m['auc']:.3f} [{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]",
                          fold_auc=f"{np.mean(r['fold_auc']):.3f} ± {np.std(r['fold_auc']):.3f}",
                          sens_at_spec90=fmt(m, 'sens_at_spec90'), sens_at_spec95=fmt(m, 'sens_at_spec95'),
                          spec_at_sens95=fmt(m, 'spec_at_sens95'), ece=f"{m['ece']:.3f}", train_min=round(r['seconds'] / 60, 1)))
@@ -56,7 +56,7 @@ def report_md(res) -> str:
             f"{res['n']} images ({res['counts']}), {s['size']} px, one channel; folds stratified, grouped by **{res['fold_unit']}**"
             f" ({res['fold_note']}). Pooled out-of-fold predictions; 95% bootstrap intervals ({s['n_boot']} resamples of images).\n\n"
             + pd.DataFrame(rows).to_markdown(index=False)
-            + f"\n\nfold_auc: mean ± sd of the {s['folds']} per-fold AUCs. Class-weighted loss, rotations <= {CHEST_DEFAULTS['rotate']:g} deg, "
+            + f"\n\nfold_auc: mean ± sd of the per-fold AUCs. Class-weighted loss, rotations <= {CHEST_DEFAULTS['rotate']:g} deg, "
             f"zoom <= {1 + CHEST_DEFAULTS['zoom']:g}, no flips; the last epoch's model predicts its fold (no selection on it).\n\n"
             f"{e['device_name']}, {s['threads']} torch thread(s), torch {e['torch']}: `{res['command']}`, "
             f"{res['seconds'] / 60:.1f} minutes in all.\n")
@@ -88,46 +88,52 @@ def main():
                settings=dict(vars(a), data=Path(a.data).name), n=len(p), counts=p.counts(), fold_unit=unit, fold_note=note,
                environment=environment('cpu'), archs={})
     oof = {k: np.full(len(p), np.nan) for k in archs}
-    last = {}
-    for f, (tr, te) in enumerate(folds):
-        for arch, ep in archs.items():
+    cams = {}
+    for arch, ep in archs.items():   # the cheaper model's whole cross-validation first
+        for f, (tr, te) in enumerate(folds):
             t = time.time()
             s, learn, stats = fold_probs(p, tr, te, arch, ep, a.lr, a.bs, a.seed + f)
             oof[arch][te] = s
             r = res['archs'].setdefault(arch, dict(epochs=ep, params=sum(q.numel() for q in learn.model.parameters()),
                                                      fold_auc=[], fold_seconds=[], seconds=0.0))
-            from pcam_nb.evaluate import roc_auc
             r['fold_auc'].append(roc_auc(p.y[te], s)); r['fold_seconds'].append(round(time.time() - t, 1))
-            r['seconds'] = round(sum(r['fold_seconds']), 1)
+            r['seconds'], r['folds_done'] = round(sum(r['fold_seconds']), 1), f + 1
             print(f"fold {f} {arch}: AUC {r['fold_auc'][-1]:.3f} in {r['fold_seconds'][-1]:.0f} s", flush=True)
-            last[arch] = (learn.model.eval(), stats, te, s)
-        res['seconds'] = round(time.time() - t0, 1)
-        write_json(out/'chest_xray_study.json', res)
-    for arch in archs:
-        res['archs'][arch]['pooled'] = screening_metrics(p.y, oof[arch], a.n_boot, a.seed)
-    plt.close(plot_roc(p.y, {k: (oof[k], res['archs'][k]['pooled']['auc_ci']) for k in archs}, out/'chest_xray_roc.png'))
-    plt.close(plot_reliability(p.y, {k: np.c_[1 - oof[k], oof[k]] for k in archs}, out/'chest_xray_reliability.png', n_bins=10))
-    # Grad-CAM of the last fold's models on its most confident correct cases and mistakes
-    figs = []
-    for arch, (model, stats, te, s) in last.items():
+            if f == 0:
+                cams[arch] = (learn.model.eval(), stats, te, s)
+                grad_cams(cams, p, out)
+            finish(res, p, oof, archs, a, out, t0)
+
+
+def grad_cams(cams, p, out):
+    "Grad-CAM of the first fold's models on its most confident correct cases and mistakes, one row pair per model."
+    import PIL.Image as PI
+    for arch, (model, stats, te, s) in cams.items():
         right, wrong = cam_cases(p.y[te], s)
         idx = np.r_[right, wrong].astype(int)
-        figs.append(plot_cams(model, p, te[idx], stats, s[idx], out/f'.cam_{arch}.png',
-                              f"{arch}, fold {len(folds) - 1}: {len(right)} correct (left), {len(wrong)} wrong (right); "
-                              "Grad-CAM of pneumonia"))
-    # stack the per-arch figures into one file
-    import PIL.Image as PI
-    ims = [PI.open(out/f'.cam_{k}.png').convert('RGB') for k in last]
-    w, h = max(i.width for i in ims), sum(i.height for i in ims)
-    canvas = PI.new('RGB', (w, h), 'white'); y = 0
+        plt.close(plot_cams(model, p, te[idx], stats, s[idx], out/f'.cam_{arch}.png',
+                            f"{arch}, fold 0: {len(right)} correct (left), {len(wrong)} wrong (right); Grad-CAM of pneumonia"))
+    ims = [PI.open(out/f'.cam_{k}.png').convert('RGB') for k in cams]
+    canvas = PI.new('RGB', (max(i.width for i in ims), sum(i.height for i in ims)), 'white'); y = 0
     for i in ims: canvas.paste(i, (0, y)); y += i.height
     canvas.save(out/'chest_xray_gradcam.png')
-    for k in last: (out/f'.cam_{k}.png').unlink()
-    for fig in figs: plt.close(fig)
+    for k in cams: (out/f'.cam_{k}.png').unlink()
+
+
+def finish(res, p, oof, archs, a, out, t0):
+    "Metrics, figures and tables of the folds done so far (each model's pooled out-of-fold predictions of its folds)."
+    for arch, r in res['archs'].items():
+        done = ~np.isnan(oof[arch])
+        r['n_evaluated'] = int(done.sum())
+        r['pooled'] = screening_metrics(p.y[done], oof[arch][done], a.n_boot, a.seed)
+    full = [k for k, r in res['archs'].items() if r['folds_done'] == a.folds]
+    if full:
+        plt.close(plot_roc(p.y, {k: (oof[k], res['archs'][k]['pooled']['auc_ci']) for k in full}, out/'chest_xray_roc.png'))
+        plt.close(plot_reliability(p.y, {k: np.c_[1 - oof[k], oof[k]] for k in full}, out/'chest_xray_reliability.png', n_bins=10))
     res['seconds'] = round(time.time() - t0, 1)
     write_json(out/'chest_xray_study.json', res)
     write_text(out/'chest_xray_study.md', report_md(res))
-    print(report_md(res))
+    print(report_md(res), flush=True)
 
 
 if __name__ == '__main__':
