@@ -17,7 +17,7 @@ QUIET_PIP := grep -v '^WARNING: Location' || true
 CPU_EPOCHS ?= 3
 CPU_LIMIT ?= 4096
 
-.PHONY: venv train test nbtest pytest lab quarto docs preview docs-test readme export clean bench-load bench bench-segment gpu-check wheelhouse help
+.PHONY: venv train test nbtest pytest lab quarto docs preview docs-test readme export clean bench-load bench bench-segment bench-chest gpu-check wheelhouse help
 
 help:
 	@echo "make train  - set up .venv and run the main job (CPU: synthetic demo; GPU: full recipe)"
@@ -28,6 +28,7 @@ help:
 	@echo "make export - notebooks -> pcam_nb/ (nbdev_export), then nbdev_clean and README.md (nbdev_readme)"
 	@echo "make bench  - on a CUDA GPU: pcam_bench (ceiling vs pipeline vs per-item, epoch, load, TTA) -> benchmarks/bench.md"
 	@echo "make bench-segment [SEG_ARGS=...] - UNet vs UNETR on synthetic and GlaS tiles -> benchmarks/segment_compare.*"
+	@echo "make bench-chest [CHEST_ARGS=...] - baseline CNN vs resnet18, 5-fold CV on the chest X-ray sample -> benchmarks/chest_xray_study.*"
 	@echo "make gpu-check [DATA=dir] - on one CUDA GPU, under 8 minutes: train vgg16_bn, evaluate (TTA), bench"
 	@echo "                 -> results/gpu-check-<time>/summary.md (DATA: PCam HDF5; default: PCAM_SAMPLE converted once)"
 	@echo "make gpu-check SMOKE=1    - the same check on a CPU with tiny data (mechanics only, no GPU figures)"
@@ -114,6 +115,10 @@ bench-load: venv
 # Segmentation: MONAI UNet against UNETR (Dice with intervals, speed, fastai against a plain loop): benchmarks/segment_compare.md
 bench-segment: venv
 	$(BIN)/python benchmarks/segment_compare.py --glas $(GLAS_SAMPLE) $(SEG_ARGS)
+
+# One busy CPU core, under 30 minutes on a quiet machine (5 folds, 224 px, few epochs); the outputs are committed.
+bench-chest: venv
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python benchmarks/chest_xray_study.py --data $(CHEST_XRAY_SAMPLE) $(CHEST_ARGS)
 
 # Throughput on a CUDA GPU (ceiling vs fastai pipeline vs per-item pipeline, epoch, load, TTA): benchmarks/bench.md
 bench: venv
