@@ -74,6 +74,8 @@ def main():
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--out', default=str(HERE))
+    ap.add_argument('--only-folds', default=None, help='run only these folds (e.g. 0 or 0,1), for a partial run')
+    ap.add_argument('--tag', default='', help='suffix of the output file names (e.g. _resnet18 for a separate run)')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out, t0 = Path(a.out), time.time()
@@ -84,39 +86,41 @@ def main():
     note = ("file names give patients: no patient in two folds" if unit == 'patient' else
             f"{int(pd.isna(pats).sum())} of {len(pats)} file names carry no patient (e.g. {p.ids[0]}), so folds are per image")
     res = dict(command='python benchmarks/chest_xray_study.py ' + ' '.join(f'--{k.replace("_", "-")} {v}' for k, v in vars(a).items()
-                                                                           if k not in ('out', 'data')) + ' --data CHEST_XRAY_SAMPLE',
+                                                                           if k not in ('out', 'data') and v not in (None, '')) + ' --data CHEST_XRAY_SAMPLE',
                settings=dict(vars(a), data=Path(a.data).name), n=len(p), counts=p.counts(), fold_unit=unit, fold_note=note,
                environment=environment('cpu'), archs={})
     oof = {k: np.full(len(p), np.nan) for k in archs}
     cams = {}
+    only = None if a.only_folds is None else {int(o) for o in a.only_folds.split(',')}
     for arch, ep in archs.items():   # the cheaper model's whole cross-validation first
         for f, (tr, te) in enumerate(folds):
+            if only is not None and f not in only: continue
             t = time.time()
             s, learn, stats = fold_probs(p, tr, te, arch, ep, a.lr, a.bs, a.seed + f)
             oof[arch][te] = s
             r = res['archs'].setdefault(arch, dict(epochs=ep, params=sum(q.numel() for q in learn.model.parameters()),
                                                      fold_auc=[], fold_seconds=[], seconds=0.0))
             r['fold_auc'].append(roc_auc(p.y[te], s)); r['fold_seconds'].append(round(time.time() - t, 1))
-            r['seconds'], r['folds_done'] = round(sum(r['fold_seconds']), 1), f + 1
+            r['seconds'], r['folds_done'] = round(sum(r['fold_seconds']), 1), len(r['fold_auc'])
             print(f"fold {f} {arch}: AUC {r['fold_auc'][-1]:.3f} in {r['fold_seconds'][-1]:.0f} s", flush=True)
-            if f == 0:
-                cams[arch] = (learn.model.eval(), stats, te, s)
-                grad_cams(cams, p, out)
+            if arch not in cams:
+                cams[arch] = (learn.model.eval(), stats, te, s, f)
+                grad_cams(cams, p, out, a.tag)
             finish(res, p, oof, archs, a, out, t0)
 
 
-def grad_cams(cams, p, out):
-    "Grad-CAM of the first fold's models on its most confident correct cases and mistakes, one row pair per model."
+def grad_cams(cams, p, out, tag=''):
+    "Grad-CAM of each model's first fold on its most confident correct cases and mistakes, one row pair per model."
     import PIL.Image as PI
-    for arch, (model, stats, te, s) in cams.items():
+    for arch, (model, stats, te, s, f) in cams.items():
         right, wrong = cam_cases(p.y[te], s)
         idx = np.r_[right, wrong].astype(int)
         plt.close(plot_cams(model, p, te[idx], stats, s[idx], out/f'.cam_{arch}.png',
-                            f"{arch}, fold 0: {len(right)} correct (left), {len(wrong)} wrong (right); Grad-CAM of pneumonia"))
+                            f"{arch}, fold {f}: {len(right)} correct (left), {len(wrong)} wrong (right); Grad-CAM of pneumonia"))
     ims = [PI.open(out/f'.cam_{k}.png').convert('RGB') for k in cams]
     canvas = PI.new('RGB', (max(i.width for i in ims), sum(i.height for i in ims)), 'white'); y = 0
     for i in ims: canvas.paste(i, (0, y)); y += i.height
-    canvas.save(out/'chest_xray_gradcam.png')
+    canvas.save(out/f'chest_xray_gradcam{tag}.png')
     for k in cams: (out/f'.cam_{k}.png').unlink()
 
 
@@ -128,11 +132,11 @@ def finish(res, p, oof, archs, a, out, t0):
         r['pooled'] = screening_metrics(p.y[done], oof[arch][done], a.n_boot, a.seed)
     full = [k for k, r in res['archs'].items() if r['folds_done'] == a.folds]
     if full:
-        plt.close(plot_roc(p.y, {k: (oof[k], res['archs'][k]['pooled']['auc_ci']) for k in full}, out/'chest_xray_roc.png'))
-        plt.close(plot_reliability(p.y, {k: np.c_[1 - oof[k], oof[k]] for k in full}, out/'chest_xray_reliability.png', n_bins=10))
+        plt.close(plot_roc(p.y, {k: (oof[k], res['archs'][k]['pooled']['auc_ci']) for k in full}, out/f'chest_xray_roc{a.tag}.png'))
+        plt.close(plot_reliability(p.y, {k: np.c_[1 - oof[k], oof[k]] for k in full}, out/f'chest_xray_reliability{a.tag}.png', n_bins=10))
     res['seconds'] = round(time.time() - t0, 1)
-    write_json(out/'chest_xray_study.json', res)
-    write_text(out/'chest_xray_study.md', report_md(res))
+    write_json(out/f'chest_xray_study{a.tag}.json', res)
+    write_text(out/f'chest_xray_study{a.tag}.md', report_md(res))
     print(report_md(res), flush=True)
 
 
