@@ -87,7 +87,7 @@ def main():
             f"{int(pd.isna(pats).sum())} of {len(pats)} file names carry no patient (e.g. {p.ids[0]}), so folds are per image")
     res = dict(command='python benchmarks/chest_xray_study.py ' + ' '.join(f'--{k.replace("_", "-")} {v}' for k, v in vars(a).items()
                                                                            if k not in ('out', 'data') and v not in (None, '')) + ' --data CHEST_XRAY_SAMPLE',
-               settings=dict(vars(a), data=Path(a.data).name), n=len(p), counts=p.counts(), fold_unit=unit, fold_note=note,
+               settings={**{k: v for k, v in vars(a).items() if k != 'out'}, 'data': Path(a.data).name}, n=len(p), counts=p.counts(), fold_unit=unit, fold_note=note,
                environment=environment('cpu'), archs={})
     oof = {k: np.full(len(p), np.nan) for k in archs}
     cams = {}
