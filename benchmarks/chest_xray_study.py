@@ -5,7 +5,7 @@ out-of-fold screening metrics with bootstrap intervals, calibration, and Grad-CA
     nice -n 10 python benchmarks/chest_xray_study.py --data CHEST_XRAY_FOLDER [--folds 5] [--size 224]
            [--epochs simple_cnn:3,resnet18:1] [--threads 1]
 
-Sized for one busy CPU core (under 30 minutes with the defaults on the 624-image sample). Writes
+Sized for about half an hour of one CPU core with the defaults on the 624-image sample (longer on a machine shared with other heavy jobs). Writes
 chest_xray_study.json, chest_xray_study.md, chest_xray_roc.png, chest_xray_reliability.png and chest_xray_gradcam.png
 beside this file (or into --out); all of them are rewritten after every fold, from the folds done.
 """
