@@ -17,7 +17,7 @@ QUIET_PIP := grep -v '^WARNING: Location' || true
 CPU_EPOCHS ?= 3
 CPU_LIMIT ?= 4096
 
-.PHONY: venv train test nbtest pytest lab quarto docs preview docs-test readme export clean bench-load bench bench-segment bench-arch gpu-check wheelhouse help
+.PHONY: venv train test nbtest pytest lab quarto docs preview docs-test readme export clean bench-load bench bench-segment bench-arch bench-chest gpu-check wheelhouse help
 
 help:
 	@echo "make train  - set up .venv and run the main job (CPU: synthetic demo; GPU: full recipe)"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench-segment [SEG_ARGS=...] - UNet vs UNETR on synthetic and GlaS tiles -> benchmarks/segment_compare.*"
 	@echo "make bench-arch [DEVICE=cuda] [ARCH_ARGS=...] - resnet18/34/50 vs vgg11_bn/vgg16_bn, training and inference at 96 and 224 px"
 	@echo "                 (img/s, phases, memory, FLOPs; channels-last, bf16, compile, batch size) -> benchmarks/arch_profile.*"
+	@echo "make bench-chest [CHEST_ARGS=...] - baseline CNN vs resnet18, 5-fold CV on the chest X-ray sample -> benchmarks/chest_xray_study.*"
 	@echo "make gpu-check [DATA=dir] - on one CUDA GPU, under 8 minutes: train vgg16_bn, evaluate (TTA), bench"
 	@echo "                 -> results/gpu-check-<time>/summary.md (DATA: PCam HDF5; default: PCAM_SAMPLE converted once)"
 	@echo "make gpu-check SMOKE=1    - the same check on a CPU with tiny data (mechanics only, no GPU figures)"
@@ -124,6 +125,9 @@ DEVICE ?= cpu
 ARCH_ARGS ?=
 bench-arch: venv
 	$(BIN)/python benchmarks/arch_profile.py --device $(DEVICE) --command "make bench-arch$(if $(filter-out cpu,$(DEVICE)), DEVICE=$(DEVICE))$(if $(ARCH_ARGS), ARCH_ARGS='$(ARCH_ARGS)')" $(ARCH_ARGS)
+# One busy CPU core, under 30 minutes on a quiet machine (5 folds, 224 px, few epochs); the outputs are committed.
+bench-chest: venv
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python benchmarks/chest_xray_study.py --data $(CHEST_XRAY_SAMPLE) $(CHEST_ARGS)
 
 # Throughput on a CUDA GPU (ceiling vs fastai pipeline vs per-item pipeline, epoch, load, TTA): benchmarks/bench.md
 bench: venv

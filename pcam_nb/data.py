@@ -16,11 +16,12 @@ from fastprogress.fastprogress import progress_bar
 from .core import PCamError, fail, pcam_cli, tmp_path
 
 # %% auto #0
-__all__ = ['PCAM_CLASSES', 'SPLITS', 'COMPRESSIONS', 'IMG_EXTS', 'POSITIVE_NAMES', 'SOURCES', 'Patches', 'check_patches',
-           'pcam_h5_paths', 'PCamH5Writer', 'write_pcam_h5', 'read_pcam_h5', 'read_image', 'read_images',
-           'order_classes', 'positive_class', 'holdout', 'read_csv_folder', 'read_class_folders', 'data_dir',
-           'register_source', 'source_kind', 'resolve_source', 'load_patches', 'h5_splits', 'available_splits',
-           'same_source', 'convert', 'pcam_convert', 'pcam_info', 'load_speed']
+__all__ = ['PCAM_CLASSES', 'SPLITS', 'COMPRESSIONS', 'IMG_EXTS', 'POSITIVE_NAMES', 'SOURCES', 'LAYOUTS', 'LAYOUT_MODULES',
+           'Patches', 'check_patches', 'pcam_h5_paths', 'PCamH5Writer', 'write_pcam_h5', 'read_pcam_h5', 'read_image',
+           'read_images', 'order_classes', 'positive_class', 'holdout', 'read_csv_folder', 'read_class_folders',
+           'data_dir', 'register_source', 'source_kind', 'resolve_source', 'Layout', 'register_layout', 'layout_of',
+           'layout_defaults', 'load_patches', 'h5_splits', 'available_splits', 'same_source', 'convert', 'pcam_convert',
+           'pcam_info', 'load_speed']
 
 # %% ../nbs/01_data.ipynb #d2c68616
 def _disp(o) -> str:
@@ -739,6 +740,7 @@ def source_kind(source) -> str:
         fail(_disp(path), "is compressed", f"Decompress it first (`gunzip -k {_disp(path)}`), then pass it or its folder")
     if path.is_file() and path.suffix == '.h5': return 'hdf5'
     if path.is_dir() and any(_PCAM_FILE.match(o.name) for o in path.glob('camelyonpatch_level_2_split_*')): return 'hdf5'
+    if path.is_dir() and (lay := layout_of(path)): return lay
     if path.is_dir() and _find_csv(path): return 'csv'
     if path.is_dir() and _class_dirs(path): return 'folders'
     fail(_disp(path), "not a data source pcam_nb knows (no camelyonpatch_*.h5, no labels CSV, no class folders)",
@@ -747,6 +749,42 @@ def source_kind(source) -> str:
 def resolve_source(source):
     "The folder of a registered source (made on first use), else `source` itself."
     return SOURCES[str(source)]() if str(source) in SOURCES else source
+
+# %% ../nbs/01_data.ipynb #3bf41606
+@dataclass
+class Layout:
+    "A data layout a later chapter reads: `detect(folder) -> bool`, `read(folder, split, size, **kw) -> Patches`, `splits(folder) -> list`."
+    name: str
+    detect: callable
+    read: callable
+    splits: callable
+    defaults: dict|None = None   # training settings that suit the data (pcam_train takes them unless given)
+
+LAYOUTS = {}   # name -> Layout, in the order they are asked
+LAYOUT_MODULES = ['pcam_nb.chest', 'pcam_nb.places']   # chapters that register layouts, imported on first need
+_PLUGINS = []
+
+def register_layout(name:str, detect, read, splits, defaults:dict|None=None) -> Layout:
+    "Make folders for which `detect` is true readable by `load_patches` (and every command) through `read`."
+    LAYOUTS[name] = lay = Layout(name, detect, read, splits, defaults)
+    return lay
+
+def layout_of(folder) -> str|None:
+    "The name of the registered layout `folder` is in (the layout chapters are imported on the first call), else None."
+    if not _PLUGINS:
+        import importlib
+        _PLUGINS.append(True)
+        for m in LAYOUT_MODULES:
+            try: importlib.import_module(m)
+            except ModuleNotFoundError as e:
+                if e.name != m: raise   # a layout chapter that is there but fails to import is a bug, not a missing plugin
+    return next((n for n, lay in LAYOUTS.items() if lay.detect(Path(folder))), None)
+
+def layout_defaults(source) -> dict:
+    "The training settings the layout of `source` suggests ({} for other sources)."
+    if str(source) in SOURCES or not Path(source).is_dir(): return {}
+    lay = layout_of(source)
+    return dict(LAYOUTS[lay].defaults or {}) if lay else {}
 
 # %% ../nbs/01_data.ipynb #6906ca59
 def _file_split(path:Path) -> str|None:
@@ -768,11 +806,17 @@ def _check_args(split=None, size=None, max_pixels=None, valid_pct=0.2):
         raise PCamError(f"valid_pct={valid_pct!r}: must be a fraction between 0 and 1 (e.g. 0.2)")
 
 def load_patches(source, split:str|None=None, size:int|None=None, mode:str='memory', progress:bool=True,
-                 valid_pct:float=0.2, seed:int=0, max_pixels:int|None=None) -> Patches:
-    "Read `split` (default: 'train', or the split a single PCam file holds) of any data source as `Patches`."
+                 valid_pct:float=0.2, seed:int=0, max_pixels:int|None=None, classes=None) -> Patches:
+    "Read `split` (default: 'train', or the split a single PCam file holds) of any data source as `Patches` (only `classes`, if given)."
     _check_args(split, size, max_pixels, valid_pct)
     source = resolve_source(source)
     kind = source_kind(source)
+    if kind in LAYOUTS:
+        return LAYOUTS[kind].read(source, split or 'train', size, valid_pct=valid_pct, seed=seed, progress=progress,
+                                  max_pixels=max_pixels, classes=classes)
+    if classes is not None:
+        fail(_disp(source), f"a {kind} source takes no class selection (classes={classes!r})",
+             f"Select classes for layouts that offer it ({', '.join(LAYOUTS) or 'none registered'}), or leave them out")
     path = Path(source)
     if kind == 'hdf5' and path.is_file():
         fs = _file_split(path)
@@ -808,6 +852,7 @@ def available_splits(source) -> list:
     "The splits `source` holds (a folder of class folders or a CSV without a split column holds 'train' and 'valid')."
     source = resolve_source(source)
     kind = source_kind(source)
+    if kind in LAYOUTS: return LAYOUTS[kind].splits(source)
     if kind == 'hdf5' and Path(source).is_file(): return [_file_split(source)] if _file_split(source) else []
     if kind == 'hdf5': return [s for s in SPLITS if any(p.exists() for p in pcam_h5_paths(source, s)[:2])]
     if kind == 'folders' and any(d.name.lower() in SPLITS + ('val',) for d in _class_dirs(Path(source))):

@@ -237,7 +237,9 @@ def plot_reliability(y, probs:dict, fname=None, n_bins:int=15):
 
 # %% ../nbs/09_evaluate.ipynb #55b81d4f
 def _show(ax, img, title, centre=True):
-    ax.imshow(img); ax.set_title(title, fontsize=8); ax.axis('off')
+    if img.shape[-1] == 1: ax.imshow(img[..., 0], cmap='gray', vmin=0, vmax=255)   # greyscale: one channel
+    else: ax.imshow(img)
+    ax.set_title(title, fontsize=8); ax.axis('off')
     if centre: outline_centre(ax, img.shape[0], max(img.shape[0] // 3, 1))
 
 def plot_mistakes(p:Patches, probs, k:int=12, fname=None, ncols:int=6):
@@ -321,7 +323,7 @@ def eval_patches(run_dir, data=None, split:str|None=None, limit:int|None=None, s
     cfg = run_config(run_dir)
     data = str(data or cfg['data'])
     split = split or _default_split(data)
-    p = load_patches(data, split, cfg.get('size'), progress=progress).limit(limit, seed)
+    p = load_patches(data, split, cfg.get('size'), progress=progress, classes=cfg.get('class_subset')).limit(limit, seed)
     if list(p.classes) != list(cfg['classes']):
         raise PCamError(f"{data} ({split}): classes {p.classes} differ from the run's {cfg['classes']}; "
                         "evaluate on data with the same classes")
@@ -358,7 +360,7 @@ def calibration_report(logits, y, valid_logits, valid_y, tta:bool=True) -> dict:
 
 def _valid_logits(cfg, model, stats, bs, device, tta, progress):
     "Logits and labels of the run's own valid split (the part it validated on), for the temperature."
-    vp = load_patches(cfg['data'], 'valid', cfg.get('size'), progress=progress).limit(cfg.get('valid_limit'), cfg.get('seed', 0))
+    vp = load_patches(cfg['data'], 'valid', cfg.get('size'), progress=progress, classes=cfg.get('class_subset')).limit(cfg.get('valid_limit'), cfg.get('seed', 0))
     return predict_logits(model, eval_dl(vp, stats, bs, device), tta=tta, progress=progress), vp.y
 
 # %% ../nbs/09_evaluate.ipynb #78cd26ca

@@ -17,7 +17,7 @@ from fastai.data.transforms import IntToFloatTensor, Normalize
 from fastai.torch_core import TensorImage, TensorCategory, default_device
 from fastai.vision.core import imagenet_stats
 from fastai.vision.data import get_grid
-from fastai.vision.augment import Brightness, Contrast, Saturation, Hue
+from fastai.vision.augment import Brightness, Contrast, Saturation, Hue, aug_transforms
 from fasttransform import Transform
 from fastai.data.transforms import Category
 from contextlib import contextmanager
@@ -28,8 +28,8 @@ from . import synth  # registers the 'synthetic' source, the default of `pcam_dl
 
 # %% auto #0
 __all__ = ['RandomD4', 'StainJitter', 'PatchTensors', 'fits_on_device', 'PatchDL', 'outline_centre', 'channel_stats', 'ToFeed',
-           'feed_dtype', 'set_feed', 'batch_tfms', 'patch_dls', 'pcam_dls', 'as_rgb', 'as_patch_tensors', 'ShardedDL',
-           'shard_dl']
+           'feed_dtype', 'set_feed', 'grey_imagenet_stats', 'batch_tfms', 'patch_dls', 'pcam_dls', 'as_rgb',
+           'as_patch_tensors', 'ShardedDL', 'shard_dl']
 
 # %% ../nbs/04_loaders.ipynb #8d3c1cf6
 class RandomD4(Transform):
@@ -67,10 +67,9 @@ class PatchTensors:
         store_attr()
     @classmethod
     def from_patches(cls, p:Patches, device=None, split_idx:int|None=None, resident:bool=True):
-        "Copy `p` to `device` (default: fastai's default device) as uint8/int64 tensors; keep it on the host unless `resident`."
+        "Copy `p` to `device` (default: fastai's default device) as uint8/int64 tensors (greyscale stays 1 channel); keep it on the host unless `resident`."
         device = torch.device(device or default_device())
         x = torch.from_numpy(np.ascontiguousarray(p.x))
-        if x.shape[-1] == 1: x = x.expand(-1, -1, -1, 3)
         y = torch.from_numpy(np.asarray(p.y, dtype=np.int64))
         if resident: x, y = x.to(device), y.to(device)
         return cls(x, y, list(p.classes), p.ids, split_idx, staged=not resident)
@@ -219,13 +218,20 @@ def set_feed(dls, dtype:torch.dtype|None=None, channels_last:bool|None=None):
                 if channels_last is not None: t.channels_last = channels_last
     return dls
 
+# %% ../nbs/04_loaders.ipynb #17d3ce3a
+def grey_imagenet_stats():
+    "ImageNet's per-channel mean and std averaged over R, G and B: the statistics for one-channel (greyscale) input."
+    return [sum(imagenet_stats[0]) / 3], [sum(imagenet_stats[1]) / 3]
+
 # %% ../nbs/04_loaders.ipynb #efda796f
 def batch_tfms(stats, aug:bool=True, lighting:float=0.1, hsv:float=0.0, stain:float=0.0, dtype=None,
-               channels_last:bool=True, d4:bool=True):
-    "The after-batch pipeline: D4 (if `d4`) and colour/stain jitter on the train split (if `aug`), float conversion, `Normalize`, `ToFeed`."
+               channels_last:bool=True, d4:bool=True, rotate:float=0.0, zoom:float=0.0):
+    "The after-batch pipeline: D4 (if `d4`), small rotations/zooms and colour/stain jitter on the train split (if `aug`), float conversion, `Normalize`, `ToFeed`."
     tfms = [IntToFloatTensor()]
     if aug:
         if d4: tfms.insert(0, RandomD4())
+        if rotate or zoom:   # fastai's affine batch transform (one resampling), no flips: for images with an up and a left
+            tfms += aug_transforms(do_flip=False, max_rotate=rotate, min_zoom=1., max_zoom=1. + zoom, max_lighting=0., max_warp=0.)
         if stain: tfms += [StainJitter(stain)]
         if lighting: tfms += [Brightness(lighting), Contrast(lighting)]
         if hsv: tfms += [Saturation(hsv), Hue(hsv / 2)]
@@ -234,16 +240,17 @@ def batch_tfms(stats, aug:bool=True, lighting:float=0.1, hsv:float=0.0, stain:fl
 # %% ../nbs/04_loaders.ipynb #9aeb6bac
 def patch_dls(train:Patches, valid:Patches, bs:int=128, device=None, aug:bool=True, stats=None,
               lighting:float=0.1, hsv:float=0.0, stain:float=0.0, valid_bs:int|None=None, resident:bool|None=None,
-              dtype:torch.dtype|None=None, channels_last:bool=True, d4:bool=True) -> DataLoaders:
+              dtype:torch.dtype|None=None, channels_last:bool=True, d4:bool=True, rotate:float=0.0, zoom:float=0.0) -> DataLoaders:
     "fastai `DataLoaders` over two `Patches`, with the data on `device` (or staged from host memory) and augmentation there."
     if list(train.classes) != list(valid.classes):
         raise PCamError(f"train classes {train.classes} differ from valid classes {valid.classes}: use one source")
     if train.x.shape[1:] != valid.x.shape[1:]:
         raise PCamError(f"train patches are {train.x.shape[1:]} but valid are {valid.x.shape[1:]}: pass one size")
     device = torch.device(device) if device is not None else default_device()
-    stats = imagenet_stats if stats == 'imagenet' else stats or channel_stats(train.x)
+    grey = train.x.shape[-1] == 1   # ImageNet statistics for one channel: the means of the three (the grey a summed first filter sees)
+    stats = (grey_imagenet_stats() if grey else imagenet_stats) if stats == 'imagenet' else stats or channel_stats(train.x)
     if resident is None: resident = fits_on_device(train.x.nbytes + valid.x.nbytes, device)
-    tfms = batch_tfms(stats, aug, lighting, hsv, stain, dtype or feed_dtype(device), channels_last, d4)
+    tfms = batch_tfms(stats, aug, lighting, hsv, stain, dtype or feed_dtype(device), channels_last, d4, rotate, zoom)
     dl = lambda p, i, **kw: PatchDL(PatchTensors.from_patches(p, device, i, resident), after_batch=tfms, **kw)
     trn = dl(train, 0, bs=bs, shuffle=True, drop_last=len(train) >= bs)
     val = dl(valid, 1, bs=valid_bs or 2 * bs)
@@ -252,10 +259,10 @@ def patch_dls(train:Patches, valid:Patches, bs:int=128, device=None, aug:bool=Tr
 # %% ../nbs/04_loaders.ipynb #b70c57a3
 def pcam_dls(source='synthetic', bs:int=128, size:int|None=None, device=None, aug:bool=True, stats=None,
              limit:int|None=None, valid_limit:int|None=None, seed:int=0, valid_split:str='valid',
-             progress:bool=True, **kwargs) -> DataLoaders:
-    "fastai `DataLoaders` from any data source: `train` and `valid_split` splits, patches held on `device`."
-    trn = load_patches(source, 'train', size, progress=progress).limit(limit, seed)
-    val = load_patches(source, valid_split, size, progress=progress).limit(valid_limit, seed)
+             progress:bool=True, classes=None, **kwargs) -> DataLoaders:
+    "fastai `DataLoaders` from any data source: `train` and `valid_split` splits (only `classes`, where the layout offers a choice), patches held on `device`."
+    trn = load_patches(source, 'train', size, progress=progress, classes=classes).limit(limit, seed)
+    val = load_patches(source, valid_split, size, progress=progress, classes=classes).limit(valid_limit, seed)
     return patch_dls(trn, val, bs, device, aug, stats, **kwargs)
 
 # %% ../nbs/04_loaders.ipynb #7d7e5627

@@ -90,9 +90,15 @@ def create_model(arch, # a name in `ARCHS` (see `list_archs()`)
                  pretrained:bool=False, # start the body from ImageNet weights (cache or download)
                  weights=None, # path of a local state_dict file of the torchvision model; implies pretrained
                  img_size:int=96, # side of the square input patches
+                 n_in:int=3, # input channels (1: greyscale; the families with `any_channels` take any number)
                  **kw): # passed to the builder (e.g. head options, `widths` of the baseline CNN)
-    "Build `arch` for `n_out` classes and `img_size` x `img_size` inputs, as `nn.Sequential(body, head)`."
+    "Build `arch` for `n_out` classes and `img_size` x `img_size` inputs of `n_in` channels, as `nn.Sequential(body, head)`."
     info = arch_info(arch)
+    if n_in != 3:
+        if not info.meta.get('any_channels'):
+            raise ValueError(f"{info.name} takes 3-channel (RGB) input only, not {n_in}; for greyscale data pick one of "
+                             f"{', '.join(n for n, i in ARCHS.items() if i.meta.get('any_channels'))}")
+        kw['n_in'] = n_in
     if int(n_out) != n_out or n_out < 1: raise ValueError(f"n_out must be a positive number of classes, got {n_out!r}")
     if img_size < info.min_size:
         raise ValueError(f"{info.name} needs inputs of at least {info.min_size}x{info.min_size} pixels, got img_size={img_size}")
@@ -198,15 +204,16 @@ def _load_body(m, keep, sd, tv_name, src):
 def tv_body(tv_name:str, # torchvision model name, e.g. 'vgg16_bn'
             pretrained:bool=False, # ImageNet weights (see `imagenet_state_dict`)
             weights=None, # local state_dict file of the torchvision model
-            cut:int=-2): # fastai `create_body` cut: keep the children before this one
+            cut:int=-2, # fastai `create_body` cut: keep the children before this one
+            n_in:int=3): # input channels: fastai's `create_body` swaps the first convolution (ImageNet: RGB filters summed for 1)
     "Convolutional body of torchvision's `tv_name`, cut by fastai's `create_body`, random or with ImageNet weights."
     with torch.device('meta'): m = torchvision.models.get_model(tv_name, weights=None)
     keep = [n for n,_ in list(m.named_children())[:cut]]
     if pretrained or weights is not None:
         sd = imagenet_state_dict(tv_name, weights)
         _load_body(m, keep, sd, tv_name, weights or weights_file(tv_name)[0])
-        return create_body(m, pretrained=True, cut=cut)
-    return _tv_init(create_body(m, pretrained=False, cut=cut).to_empty(device='cpu'))
+        return create_body(m, n_in, pretrained=True, cut=cut)
+    return _tv_init(create_body(m, n_in, pretrained=False, cut=cut).to_empty(device='cpu'))
 
 # %% ../nbs/05_models.ipynb #a4ff7c90
 def _centre_len(n, frac):
@@ -241,9 +248,10 @@ def tv_model(tv_name:str, # torchvision model name
              img_size:int=96, # input side (the head pools adaptively, so any size >= 32 works)
              cut:int=-2, # fastai `create_body` cut
              centre:float|None=1/3, # see `pcam_head`
+             n_in:int=3, # input channels (see `tv_body`)
              **head_kw): # fastai `create_head` options: lin_ftrs, ps, first_bn, bn_final, ...
     "torchvision `tv_name` as `nn.Sequential(body, pcam_head)` for `n_out` classes."
-    body = tv_body(tv_name, pretrained, weights, cut)
+    body = tv_body(tv_name, pretrained, weights, cut, n_in)
     nf = num_features_model(body)
     return add_head(body, nf, n_out, head=pcam_head(nf, n_out, centre, **head_kw)).train()
 
@@ -258,14 +266,14 @@ def vgg_split(m:nn.Module):
 VGG_NAMES = ('vgg11_bn', 'vgg13_bn', 'vgg16_bn', 'vgg19_bn', 'vgg16')
 for _n in VGG_NAMES:
     register_arch(_n, partial(tv_model, _n, cut=-2), vgg_split, family='vgg', pretrained_ok=True, min_size=32,
-                  stats=imagenet_stats, doc=f"torchvision {_n} features + fastai head", tv_name=_n)
+                  stats=imagenet_stats, doc=f"torchvision {_n} features + fastai head", tv_name=_n, any_channels=True)
 
 # %% ../nbs/05_models.ipynb #d8200ed1
 resnet_split = model_meta[torchvision.models.resnet18]['split']
 for _n in ('resnet18', 'resnet34', 'resnet50'):
     _meta = model_meta[getattr(torchvision.models, _n)]
     register_arch(_n, partial(tv_model, _n, cut=_meta['cut']), _meta['split'], family='resnet', pretrained_ok=True,
-                  min_size=32, stats=imagenet_stats, doc=f"torchvision {_n} body + fastai head", tv_name=_n)
+                  min_size=32, stats=imagenet_stats, doc=f"torchvision {_n} body + fastai head", tv_name=_n, any_channels=True)
 
 # %% ../nbs/05_models.ipynb #ddb8434d
 def simple_cnn(n_out:int=2, # number of classes
@@ -274,11 +282,12 @@ def simple_cnn(n_out:int=2, # number of classes
                ps:float=0.25, # dropout in the head
                lin_ftrs=(), # hidden layer sizes of the head
                centre:float|None=1/3, # see `pcam_head`
-               img_size:int=96): # input side, checked against the number of stages
+               img_size:int=96, # input side, checked against the number of stages
+               n_in:int=3): # input channels (1: greyscale)
     "Baseline CNN: stages of `n_conv` conv-bn-relu layers and a max-pool, then a fastai head."
     if img_size < 2**len(widths):
         raise ValueError(f"simple_cnn with {len(widths)} stages needs inputs of at least {2**len(widths)} pixels, got {img_size}")
-    stages, ni = [], 3
+    stages, ni = [], n_in
     for w in widths:
         stages.append(nn.Sequential(*[ConvLayer(ni if i == 0 else w, w) for i in range(n_conv)], nn.MaxPool2d(2)))
         ni = w
@@ -291,7 +300,7 @@ def simple_cnn_split(m:nn.Module):
 
 def _simple_builder(n_out, pretrained=False, weights=None, img_size=96, **kw): return simple_cnn(n_out, img_size=img_size, **kw)
 register_arch('simple_cnn', _simple_builder, simple_cnn_split, family='simple', pretrained_ok=False, min_size=16,
-              doc="baseline CNN: conv-bn-relu + max-pool stages, fastai head");
+              doc="baseline CNN: conv-bn-relu + max-pool stages, fastai head", any_channels=True);
 
 # %% ../nbs/05_models.ipynb #f79733f9
 def arch_table(archs=None, # names, default all of `ARCHS`

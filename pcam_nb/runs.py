@@ -175,7 +175,7 @@ def load_model(run_dir, device='cpu') -> torch.nn.Module:
     run_dir = Path(run_dir)
     cfg, pth = run_config(run_dir), run_dir/'model.pth'
     if not pth.exists(): raise PCamError(f"{pth}: not found. Is {run_dir} a finished pcam_train run folder?")
-    model = create_model(cfg['arch'], n_out=len(cfg['classes']), pretrained=False, img_size=cfg['img_size'])
+    model = create_model(cfg['arch'], n_out=len(cfg['classes']), pretrained=False, img_size=cfg['img_size'], n_in=cfg.get('channels', 3))
     model.load_state_dict(load_weights(pth, device))
     return model.eval()
 

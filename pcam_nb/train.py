@@ -26,17 +26,17 @@ from fastai.optimizer import OptimWrapper
 from fastai.torch_core import set_seed, default_device
 import fastai.callback.schedule, fastai.callback.fp16, fastai.callback.channelslast  # fit_one_cycle, lr_find; to_bf16; to_channelslast
 
-from .data import source_kind, same_source
+from .data import source_kind, same_source, layout_defaults, SOURCES
 from .loaders import pcam_dls, set_feed
 from .models import create_model, model_splitter, arch_info, WeightsUnavailableError
 from .runs import run_status, run_lock, check_unlocked, clear_run, save_weights, load_weights, save_model
 
 # %% auto #0
 __all__ = ['RECIPE', 'TRACKERS', 'DeviceSmoothLoss', 'AsyncProgressCallback', 'RecorderToHost', 'no_sync_callbacks', 'adamw',
-           'auc_metric', 'PlainInputs', 'pcam_learner', 'is_main', 'plain_model', 'process_device', 'check_shards',
-           'distributed', 'shared_error', 'recipe', 'TrainedOnly', 'BestTracker', 'EarlyStop', 'save_checkpoint',
-           'load_into', 'RunCheckpoint', 'new_state', 'read_checkpoint', 'load_best', 'train', 'find_lr',
-           'check_settings', 'run_device', 'compile_option', 'compile_pays', 'check_out', 'run_settings',
+           'auc_metric', 'class_weights', 'PlainInputs', 'pcam_learner', 'is_main', 'plain_model', 'process_device',
+           'check_shards', 'distributed', 'shared_error', 'recipe', 'TrainedOnly', 'BestTracker', 'EarlyStop',
+           'save_checkpoint', 'load_into', 'RunCheckpoint', 'new_state', 'read_checkpoint', 'load_best', 'train',
+           'find_lr', 'check_settings', 'run_device', 'compile_option', 'compile_pays', 'check_out', 'run_settings',
            'resume_settings', 'run_data', 'export_learner', 'plot_history', 'finish_run', 'run_metrics', 'check_track',
            'MLflowCallback', 'RunTracking', 'pcam_run', 'runs_table', 'plot_runs', 'pcam_train']
 
@@ -92,7 +92,15 @@ def auc_metric(n_classes:int):
     "fastai ROC AUC metric: binary AUC of the last class for 2 classes, one-vs-rest macro AUC otherwise."
     return RocAucBinary() if n_classes == 2 else RocAuc()
 
-# %% ../nbs/08_train.ipynb #abda8337
+# %% ../nbs/08_train.ipynb #879b8d59
+def class_weights(y, n_classes:int) -> torch.Tensor:
+    "Loss weights inverse to the class frequencies of labels `y`, scaled so that the weighted mean over the patches is 1."
+    counts = torch.bincount(torch.as_tensor(y).flatten().cpu(), minlength=n_classes).double()
+    if (counts == 0).any(): raise PCamError(f"class {int((counts == 0).nonzero()[0])} has no training patches: it cannot be weighted")
+    w = counts.sum() / (n_classes * counts)
+    return w.float()
+
+# %% ../nbs/08_train.ipynb #c8b7835f
 class PlainInputs(Callback):
     "Feed the model the batch's inputs as plain `torch.Tensor`s (fastai's tensor types defeat torch.compile's tracer)."
     order = 99   # after the callbacks that change `xb` (channels-last, precision)
@@ -102,13 +110,14 @@ class PlainInputs(Callback):
 @delegates(Learner.__init__)
 def pcam_learner(dls, arch:str='vgg16_bn', pretrained:bool=False, weights=None, label_smoothing:float=0.1,
                  wd:float=0.05, mixed_precision:bool|None=None, channels_last:bool|None=None, compile:bool=False,
-                 compile_kw:dict|None=None, opt_func=adamw, **kwargs) -> Learner:
-    "A fastai `Learner` for `dls` with a model from the zoo, metrics accuracy and ROC AUC, and PyTorch's fused AdamW."
-    size = dls.train_ds.x.shape[1]
-    try: model = create_model(arch, n_out=dls.c, pretrained=pretrained, weights=weights, img_size=size)
+                 compile_kw:dict|None=None, opt_func=adamw, balance:bool=False, **kwargs) -> Learner:
+    "A fastai `Learner` for `dls` with a model from the zoo, metrics accuracy and ROC AUC, and PyTorch's fused AdamW; `balance`: class-weighted loss."
+    size, n_in = dls.train_ds.x.shape[1], dls.train_ds.x.shape[-1]
+    try: model = create_model(arch, n_out=dls.c, pretrained=pretrained, weights=weights, img_size=size, n_in=n_in)
     except (ValueError, WeightsUnavailableError) as e: raise PCamError(str(e)) from e
     model.to(dls.device or 'cpu')  # before the optimizer is made: `adamw` picks its kernels by the parameters' device
-    loss = LabelSmoothingCrossEntropyFlat(eps=label_smoothing) if label_smoothing else CrossEntropyLossFlat()
+    w = class_weights(dls.train_ds.y, dls.c).to(dls.device or 'cpu') if balance else None
+    loss = LabelSmoothingCrossEntropyFlat(weight=w, eps=label_smoothing) if label_smoothing else CrossEntropyLossFlat(weight=w)
     kwargs.setdefault('wd_bn_bias', opt_func is adamw)  # AdamW decays every parameter of a group
     learn = Learner(dls, model, loss_func=loss, metrics=[accuracy, auc_metric(dls.c)], splitter=model_splitter(arch),
                     wd=wd, opt_func=opt_func, **kwargs)
@@ -345,7 +354,8 @@ def find_lr(learn:Learner, out=None, start_lr:float=1e-7, end_lr:float=10., num_
 # %% ../nbs/08_train.ipynb #617da6ce
 RECIPE = dict(data='synthetic', arch='vgg16_bn', epochs=30, lr=None, bs=256, size=None, pretrained=False, weights=None,
               limit=None, valid_limit=None, seed=42, label_smoothing=0.1, wd=0.05, freeze_epochs=1, early_stop=None,
-              aug=True, d4=True, lighting=0.1, hsv=0.0, stain=0.0)  # lr None: 3e-3 from scratch, 2e-3 fine-tuning
+              aug=True, d4=True, lighting=0.1, hsv=0.0, stain=0.0, rotate=0.0, zoom=0.0, balance=False,
+              class_subset=None)  # lr None: 3e-3 from scratch, 2e-3 fine-tuning; class_subset: --classes
 
 _WHOLE = dict(epochs=(1, 'Give at least 1 epoch'), bs=(1, 'Give a batch size of at least 1'),
               size=(1, 'Give a patch side in pixels'), freeze_epochs=(0, 'Give 0 (no frozen phase) or more'),
@@ -353,7 +363,7 @@ _WHOLE = dict(epochs=(1, 'Give at least 1 epoch'), bs=(1, 'Give a batch size of 
               valid_limit=(1, 'no patches. Give at least 1, or leave --valid-limit out to use all of them'),
               early_stop=(1, 'Give a patience of at least 1 epoch, or leave --early-stop out'),
               seed=(0, 'Give a seed from 0 to 2**32 - 1'))
-_UNIT = ('label_smoothing', 'lighting', 'hsv', 'stain')  # fractions in [0, 1)
+_UNIT = ('label_smoothing', 'lighting', 'hsv', 'stain', 'zoom')  # fractions in [0, 1)
 
 def _flag(k): return '--' + k.replace('_', '-')
 def _show(v): return f'{v:g}' if isinstance(v, float) else v  # as typed: 0, not 0.0
@@ -372,6 +382,9 @@ def check_settings(s:dict) -> dict:
         if k == 'lr' and not (ok and v > 0): fail(f"--lr {_show(v)}", "not a learning rate", "Give a positive number such as 3e-3, or leave --lr out for the recipe's")
         if k == 'wd' and not (ok and v >= 0): fail(f"--wd {_show(v)}", "weight decay must be 0 or more", "Give e.g. 0.05 (0: none)")
         if k in _UNIT and not (ok and 0 <= v < 1): fail(f"{_flag(k)} {_show(v)}", "must be at least 0 and below 1", "Give e.g. 0.1 (0: off)")
+    v = s.get('rotate')
+    if v is not None and not (isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and 0 <= v <= 45):
+        fail(f"--rotate {_show(v)}", "must be 0 to 45 degrees", "Give e.g. 10 for small rotations (0: off)")
     return s
 
 # %% ../nbs/08_train.ipynb #1b439b65
@@ -433,11 +446,14 @@ def _data_path(data) -> str:
     "The data source `data` as the record keeps it: a registered name, or an absolute path."
     try: source_kind(data)
     except ValueError as e: raise PCamError(str(e)) from None
-    return str(data) if source_kind(data) == str(data) else str(Path(data).resolve())
+    return str(data) if str(data) in SOURCES else str(Path(data).resolve())
 
 def run_settings(**given) -> dict:
     "The settings of a new run: `RECIPE` updated with the `given` ones (None: not given), checked, the data path made absolute."
-    s = check_settings({**RECIPE, **{k: v for k, v in given.items() if v is not None}})
+    data = given.get('data') or RECIPE['data']
+    try: lay = layout_defaults(data)   # the settings the data's layout suggests, under the ones given
+    except (ValueError, OSError): lay = {}
+    s = check_settings({**RECIPE, **lay, **{k: v for k, v in given.items() if v is not None}})
     tune = bool(s['pretrained'] or s['weights'])
     if given.get('freeze_epochs') is not None and not tune:
         fail(f"--freeze-epochs {s['freeze_epochs']}", "applies to fine-tuning only", "Add --pretrained or --weights, or leave it out")
@@ -472,13 +488,15 @@ def run_data(cfg:dict, device, progress:bool=True) -> DataLoaders:
     "The loaders of run settings `cfg`; records in `cfg` what evaluation needs (classes, patch size, split sizes, normalisation)."
     dls = pcam_dls(cfg['data'], bs=cfg['bs'], size=cfg['size'], device=device, limit=cfg['limit'], valid_limit=cfg['valid_limit'],
                    seed=cfg['seed'], stats='imagenet' if cfg['pretrained'] or cfg['weights'] else None, progress=progress,
-                   aug=cfg['aug'], d4=cfg['d4'], lighting=cfg['lighting'], hsv=cfg['hsv'], stain=cfg['stain'])
+                   aug=cfg['aug'], d4=cfg['d4'], lighting=cfg['lighting'], hsv=cfg['hsv'], stain=cfg['stain'],
+                   rotate=cfg.get('rotate', 0.0), zoom=cfg.get('zoom', 0.0), classes=cfg.get('class_subset'))
     present = sorted(set(dls.valid_ds.y.unique().tolist()))
     if len(present) < 2:
         raise PCamError(f"{cfg['data']}: the valid split holds only class {dls.vocab[present[0]]!r}, so valid AUC (which picks "
                         "the best epoch) is undefined; use data whose valid split has every class")
     norm = next(t for t in dls.train.after_batch.fs if isinstance(t, Normalize))
-    cfg.update(classes=list(dls.vocab), img_size=int(dls.train_ds.x.shape[1]), n_train=len(dls.train_ds), n_valid=len(dls.valid_ds),
+    cfg.update(classes=list(dls.vocab), img_size=int(dls.train_ds.x.shape[1]), channels=int(dls.train_ds.x.shape[-1]),
+               n_train=len(dls.train_ds), n_valid=len(dls.valid_ds),
                stats=[norm.mean.flatten().tolist(), norm.std.flatten().tolist()])  # what evaluation normalises with
     return dls
 
@@ -673,7 +691,8 @@ class RunTracking:
 # %% ../nbs/08_train.ipynb #44afdc57
 def pcam_run(data=None, arch=None, *, out, epochs=None, lr=None, bs=None, size=None, pretrained=None, weights=None,
              limit=None, valid_limit=None, seed=None, label_smoothing=None, wd=None, freeze_epochs=None, early_stop=None,
-             aug=None, d4=None, lighting=None, hsv=None, stain=None, device=None, compile='auto', resume:bool=False,
+             aug=None, d4=None, lighting=None, hsv=None, stain=None, rotate=None, zoom=None, balance=None, class_subset=None,
+             device=None, compile='auto', resume:bool=False,
              overwrite:bool=False, progress:bool=True, lr_find:bool=False, track=None) -> dict:
     "The whole training job into run folder `out` (`track`: experiment trackers too); returns the metrics (with `lr_find`: the finder's suggestions, no training)."
     given = check_settings({k: v for k, v in locals().items() if k in RECIPE})
@@ -687,7 +706,7 @@ def pcam_run(data=None, arch=None, *, out, epochs=None, lr=None, bs=None, size=N
     check_shards(cfg['n_train'], cfg['bs'])
     use = compile == 'on' or (compile == 'auto' and compile_pays(dev, cfg['n_train'] * cfg['epochs']))
     learn = pcam_learner(dls, cfg['arch'], cfg['pretrained'], cfg['weights'], cfg['label_smoothing'], cfg['wd'], path=out,
-                         model_dir='.', compile=use and not lr_find)
+                         model_dir='.', compile=use and not lr_find, balance=cfg.get('balance', False))
     if num_distrib() > 1: torch.manual_seed(cfg['seed'] + rank_distrib())  # each process its own augmentation draws
     if not progress: learn.remove_cb(ProgressCallback)
     tracking = None
@@ -769,6 +788,10 @@ def pcam_train(data:str=None,  # 'synthetic' (default), a PCam HDF5 folder, an i
                lighting:float=None,  # brightness/contrast jitter, 0 to below 1 (default 0.1; 0: off)
                hsv:float=None,  # saturation/hue jitter, 0 to below 1 (default 0: off; mild: 0.05)
                stain:float=None,  # H&E stain jitter in HED space, 0 to below 1 (default 0: off; mild: 0.05)
+               rotate:float=None,  # random rotations up to ROTATE degrees, 0 to 45 (default 0: off; radiographs: 10)
+               zoom:float=None,  # random zoom up to 1 + ZOOM, 0 to below 1 (default 0: off; radiographs: 0.1)
+               balance:bool=False,  # weight the loss by inverse class frequency (for imbalanced classes)
+               classes:str=None,  # train on these classes only, separated by commas (layouts that offer it, e.g. Places365)
                compile:Param("torch.compile the model: auto (on CUDA for runs of >= 1M patches), on or off", str,
                              choices=['auto', 'on', 'off'])='auto',
                resume:bool=False,  # continue the unfinished run in --out from its last checkpoint
@@ -782,7 +805,8 @@ def pcam_train(data:str=None,  # 'synthetic' (default), a PCam HDF5 folder, an i
     if resume and not out: raise PCamError("--resume needs --out RUN_DIR: the run to continue")
     track = check_track(track)
     settings = {k: v for k, v in locals().items() if k in RECIPE}
-    settings.update(pretrained=pretrained or None, aug=None if aug else False, d4=None if d4 else False)  # flags: given or not
+    settings.update(pretrained=pretrained or None, aug=None if aug else False, d4=None if d4 else False,  # flags: given or not
+                    balance=balance or None, class_subset=[c.strip() for c in classes.split(',') if c.strip()] if classes else None)
     out = out or f"runs/{arch or RECIPE['arch']}-{'lr_find-' if lr_find else ''}{time.strftime('%Y%m%d-%H%M%S')}"
     try: m = pcam_run(**settings, out=out, device=device, compile=compile, resume=resume, overwrite=overwrite,
                       progress=progress, lr_find=lr_find, track=track)

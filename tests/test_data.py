@@ -122,9 +122,9 @@ def test_convert_real_sample(tmp_path):
 
 
 def test_chest_xray_sample():
-    "Greyscale 300x300 chest X-rays with string labels load, resized, through the same entry point."
+    "Greyscale 300x300 chest X-rays with string labels load, resized, through the same entry point, as one channel (the chest X-ray layout)."
     p = load_patches(sample('chest-xray-sample'), 'train', size=64, progress=False)
-    assert p.classes == ['normal', 'pneumonia'] and p.x.shape[1:] == (64, 64, 3) and len(p) == 624 - 125
+    assert p.classes == ['normal', 'pneumonia'] and p.x.shape[1:] == (64, 64, 1) and len(p) == 624 - 125
 
 
 def test_real_sample_every_source_into_dataloaders(tmp_path):
