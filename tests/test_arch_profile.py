@@ -25,7 +25,8 @@ def test_arch_profile_cpu_smoke(tmp_path):
         phases = ['data', 'forward', 'loss', 'backward', 'optimizer', 'callbacks'] if mode == 'train' else ['data', 'forward']
         assert list(q['ms_per_batch']) == phases and all(v >= 0 for v in q['ms_per_batch'].values()), q
         assert abs(q['img_s'] - bs * 1e3 / sum(q['ms_per_batch'].values())) < 1e-6 * q['img_s']   # img/s = the phases' sum
-        assert q['ms_per_batch']['forward'] > 0 and q['peak_mb'] >= q['base_mb'] > 0
+        assert q['ms_per_batch']['forward'] > 0 and q['base_mb'] > 0, q
+        assert q['peak_mb'] >= q['base_mb'] - 8, q   # the kernel's RSS counters lag by a few pages per thread
     from pcam_nb.models import create_model, n_params
     m = res['models']['simple_cnn@64']
     assert m['params'] == n_params(create_model('simple_cnn', img_size=64))

@@ -116,18 +116,27 @@ def test_pcam_train_gcnn_d4(tmp_path):
     assert (out/'eval_valid'/'grad_cam.png').stat().st_size > 5000
 
 
-def test_study_grid_is_declared_and_shared():
-    "The study draws the same distinct configurations for every family, deterministically, and names real architectures."
+def test_study_spaces_are_shared_and_real():
+    "Every family of the study searches the same settings over one valid pcam_tune space, around a real architecture."
     import importlib.util
     from conftest import ROOT
     from pcam_nb.equivariant import parse_arch
+    from pcam_nb.models import arch_info
+    pytest.importorskip('yaml', reason="PyYAML is not installed (pip install 'pcam_nb[tune]')")
+    from pcam_nb.tune import load_space, trial_settings
     spec = importlib.util.spec_from_file_location('equivariance_study', ROOT/'benchmarks'/'equivariance_study.py')
     study = importlib.util.module_from_spec(spec); spec.loader.exec_module(study)
-    cfgs = study.draw_configs(6, 0)
-    assert cfgs == study.draw_configs(6, 0) and len({json.dumps(c, sort_keys=True) for c in cfgs}) == 6
-    assert all(set(c) == set(study.GRID) for c in cfgs)
-    for fam, (kind, aug) in study.FAMILIES.items():
-        p = parse_arch(study.config_arch(fam, cfgs[0]))
-        assert p['depth'] == cfgs[0]['depth'] and p['group'] == (None if kind == 'baseline' else kind)
-        assert p['width'] == study.WIDTHS[kind][cfgs[0]['width_step']]
-    assert study.FAMILIES['baseline_noaug'] == ('baseline', False)
+    assert study.FAMILIES['baseline_noaug'] == ('baseline', False) and study.FAMILIES['baseline_aug'] == ('baseline', True)
+    for scale in ('full', 'cpu', 'smoke'):
+        keys = {frozenset(study.space(f, scale)) for f in study.FAMILIES}
+        assert keys == {frozenset({'lr', 'wd', 'width', 'depth', 'd4'})}, keys           # one search for every family
+        for fam, (kind, aug) in study.FAMILIES.items():
+            arch = study.base_arch(fam, scale)
+            sp = load_space(study.space(fam, scale), arch)
+            assert sp['d4'] == ('fixed', aug) and sp['depth'] == ('fixed', study.DEPTH[scale]), sp
+            p = parse_arch(arch)
+            assert p['group'] == (None if kind == 'baseline' else kind) and p['depth'] == study.DEPTH[scale]
+            lo, hi = study.WIDTHS[scale][kind]
+            for w in (lo, hi):                                  # both ends of the width range are architectures
+                name, kw = trial_settings(arch, {'width': w, 'depth': study.DEPTH[scale], 'lr': 1e-3, 'wd': 0.01, 'd4': aug})
+                assert parse_arch(name)['width'] == w and arch_info(name).family == ('baseline' if kind == 'baseline' else 'gcnn')
