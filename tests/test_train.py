@@ -108,7 +108,8 @@ def test_interrupt_lock_and_resume(synth, tmp_path):
     # 10 epochs: the run is still training when it is stopped, however slowly this test's own process is scheduled
     args = ['--data', synth, *FAST, '--bs', 32, '--epochs', 10, '--limit', 128, '--valid-limit', 64, '--out', out]
     a = subprocess.Popen([str(BIN/'pcam_train'), *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         stdin=subprocess.DEVNULL, text=True, env={**os.environ, 'MPLBACKEND': 'Agg'})
+                         stdin=subprocess.DEVNULL, text=True, env={**os.environ, 'MPLBACKEND': 'Agg'},
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # as in a terminal, also under `nohup` or `&`
     t0 = time.time()
     while not ((out/'state.json').exists() and json.loads((out/'state.json').read_text())['epochs_done'] >= 1):
         if a.poll() is not None: pytest.fail(f'the run ended before its first checkpoint: {a.stderr.read()[-2000:]}')
