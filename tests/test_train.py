@@ -101,6 +101,12 @@ def test_every_source(kind, class_folders, tmp_path):
     assert json.loads((tmp_path/'run'/'metrics.json').read_text())['epochs'] == 1
 
 
+def sigint_as_in_a_terminal():
+    "In the child before exec: SIGINT at its default and not blocked, whatever this process inherited or a library set."
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_interrupt_lock_and_resume(synth, tmp_path):
     """A real run: while it trains, a second pcam_train on its folder is refused naming it; Ctrl-C (SIGINT) after its first
     checkpoint ends it with one line saying how to resume (exit 130); the resume finishes it with the record of an uninterrupted run."""
@@ -109,7 +115,7 @@ def test_interrupt_lock_and_resume(synth, tmp_path):
     args = ['--data', synth, *FAST, '--bs', 32, '--epochs', 10, '--limit', 128, '--valid-limit', 64, '--out', out]
     a = subprocess.Popen([str(BIN/'pcam_train'), *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          stdin=subprocess.DEVNULL, text=True, env={**os.environ, 'MPLBACKEND': 'Agg'},
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # as in a terminal, also under `nohup` or `&`
+                         preexec_fn=sigint_as_in_a_terminal)
     t0 = time.time()
     while not ((out/'state.json').exists() and json.loads((out/'state.json').read_text())['epochs_done'] >= 1):
         if a.poll() is not None: pytest.fail(f'the run ended before its first checkpoint: {a.stderr.read()[-2000:]}')
