@@ -2,7 +2,7 @@
 optimizer, peak memory, parameters and FLOPs, for training and for inference, at each image size and batch size;
 then one change at a time (NCHW instead of channels-last, bf16 autocast on or off, torch.compile).
 
-    python benchmarks/arch_profile.py [--device cpu|cuda] [--sizes 96,224] [--archs resnet18,vgg16_bn] [--bs 2,8] [--quick]
+    python benchmarks/arch_profile.py [--device cpu|cuda] [--sizes 96,224] [--archs resnet18,vgg16_bn] [--bs 8,32] [--quick]
 
 Writes OUT.json, OUT.md, OUT_throughput.png and OUT_phases.png (OUT: --out, default benchmarks/arch_profile).
 The phase split comes from pcam_nb.bench (`profile_steps`: torch.profiler ranges set by `PhaseMarks` around
@@ -20,7 +20,7 @@ ARCHS = 'resnet18,resnet34,resnet50,vgg11_bn,vgg16_bn'
 PHASE_COLORS = dict(data='#8c8c8c', forward='#4c72b0', loss='#c4ad66', backward='#dd8452', optimizer='#55a868',
                     callbacks='#b07aa1')
 # Sizes of a run: (batch sizes, warm-up batches, timed batches, variant archs, variant sizes, compile budget in s)
-DEFAULTS = dict(cpu=('2,4', 1, 1, 'resnet18,vgg16_bn', '96', 240), cuda=('32,64,128,256', 5, 20, None, None, 1200))
+DEFAULTS = dict(cpu=('8,16,32', 1, 3, 'resnet18,vgg16_bn', '96', 420), cuda=('32,64,128,256', 5, 20, None, None, 1200))
 # Sizes at which every batch size is measured (the other sizes: the smallest batch only): the CPU sweeps 96 px only
 
 
@@ -41,13 +41,13 @@ def parse_args(argv=None):
     p.add_argument('--device', default=None, help="cpu or cuda (default: cuda when there is one)")
     p.add_argument('--sizes', default='96,224', help="image sides in px, comma-separated (default 96,224)")
     p.add_argument('--archs', default=ARCHS, help=f"architectures of pcam_nb.models (default {ARCHS})")
-    p.add_argument('--bs', default=None, help="batch sizes (default: 2,4 on the CPU, 32,64,128,256 on CUDA)")
-    p.add_argument('--steps', type=int, default=None, help="timed batches per configuration (default: 1 CPU, 20 CUDA)")
+    p.add_argument('--bs', default=None, help="batch sizes (default: 8,16,32 on the CPU, 32,64,128,256 on CUDA)")
+    p.add_argument('--steps', type=int, default=None, help="timed batches per configuration (default: 3 CPU, 20 CUDA)")
     p.add_argument('--warmup', type=int, default=None, help="untimed batches first (default: 1 CPU, 5 CUDA)")
     p.add_argument('--variant-archs', default=None, help="archs of the variants (default: resnet18,vgg16_bn on the CPU, all on CUDA)")
     p.add_argument('--sweep-sizes', default=None, help="sizes measured at every --bs; the others at the smallest only (default: 96 on the CPU, all on CUDA)")
     p.add_argument('--variant-sizes', default=None, help="sizes of the variants (default: 96 on the CPU, all on CUDA)")
-    p.add_argument('--compile-budget', type=int, default=None, help="seconds for all torch.compile runs (default: 240 CPU, 1200 CUDA; 0: none)")
+    p.add_argument('--compile-budget', type=int, default=None, help="seconds for all torch.compile runs (default: 420 CPU, 1200 CUDA; 0: none)")
     p.add_argument('--quick', action='store_true', help="one timed batch after one warm-up, the variants at one arch, no compile")
     p.add_argument('--data', default=str(ROOT/'data'/'arch-profile'), help="folder of the synthetic split (made if missing)")
     p.add_argument('--out', default=str(ROOT/'benchmarks'/'arch_profile'), help="output prefix (default benchmarks/arch_profile)")
@@ -129,14 +129,8 @@ def measure(cfg, root):
     dls = pcam_dls(Path(root)/f"{cfg['size']}px", bs=bs, device=dev, limit=n, valid_limit=n, valid_bs=bs, progress=False)
     base = reset_peak(dev)
     cuda = dev == 'cuda'
-    learn = pcam_learner(dls, cfg['arch'], mixed_precision=cfg['bf16'] and cuda, channels_last=cfg['channels_last'])
-    if cfg.get('plain_input'):  # torch.compile (torch 2.14) fails on fastai's TensorImage inputs: feed it plain tensors
-        class PlainInput(torch.nn.Module):
-            def __init__(self, m): super().__init__(); self.m = m
-            def forward(self, x): return self.m(x.as_subclass(torch.Tensor))
-        learn.model, split = PlainInput(learn.model), learn.splitter
-        learn.splitter = lambda m: split(m.m)
-        if cfg['compile']: learn.model.m.compile(dynamic=False)  # as pcam_learner(compile=True) does
+    learn = pcam_learner(dls, cfg['arch'], mixed_precision=cfg['bf16'] and cuda, channels_last=cfg['channels_last'],
+                         compile=cfg['compile'])  # compile: static shapes, plain tensors in (train.PlainInputs)
     if cfg['bf16'] and not cuda: learn.add_cb(Autocast())
     learn.remove_cb(learn.progress); learn.logger = lambda *a, **k: None
     r = profile_steps(learn, s, w) if cfg['mode'] == 'train' else infer_steps(learn, s, w)
@@ -191,7 +185,7 @@ def run(a):
                settings=dict(device=a.device, sizes=a.sizes, archs=a.archs, bs=a.bs, steps=a.steps, warmup=a.warmup,
                              sweep_sizes=a.sweep_sizes, variant_archs=a.variant_archs, variant_sizes=a.variant_sizes,
                              compile_budget=a.compile_budget),
-               models={}, runs=[], variants=[])
+               models={}, runs=[], variants=[], load_average_before=os.getloadavg()[0])
     base_bf16 = a.device == 'cuda'  # the project's defaults: bf16 on CUDA, float32 on the CPU; channels-last on both
     save = lambda: write_json(out.with_suffix('.json'), res)
     say = lambda msg: print(f"[{time.perf_counter() - t_start:6.0f} s] {msg}", flush=True)
@@ -217,7 +211,7 @@ def run(a):
                     res['variants'].append(r); save()
                     say(f"{name}: {arch} {size}px {mode} bs {cfg['bs']}: {r['img_s']:.2f} img/s")
     if a.compile_budget > 0: compile_variants(res, a, root, cfg0, save, say)
-    res['seconds'] = time.perf_counter() - t_start
+    res['seconds'], res['load_average_after'] = time.perf_counter() - t_start, os.getloadavg()[0]
     save()
     write_report(res, out)
     say(f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')}, {out}_throughput.png, {out}_phases.png")
@@ -231,7 +225,7 @@ def compile_variants(res, a, root, cfg0, save, say):
     for size in a.variant_sizes:
         for arch in a.variant_archs:
             for mode in ('infer', 'train'):  # the quicker compile first
-                cfg = dict(cfg0, arch=arch, size=size, mode=mode, bs=max(a.bs), compile=True, warmup=max(a.warmup, 1), plain_input=True)
+                cfg = dict(cfg0, arch=arch, size=size, mode=mode, bs=max(a.bs), compile=True, warmup=max(a.warmup, 1))
                 if budget < 30: r = dict(cfg, error=f"not measured: the compile budget ({a.compile_budget} s, --compile-budget) was spent")
                 else: r = measure_subprocess(cfg, root, budget); budget -= r['seconds']
                 r['variant'] = 'compile'
@@ -270,7 +264,9 @@ def report_md(res):
          f"({', '.join(map(str, s['bs']))}) at {', '.join(f'{z} px' for z in s.get('sweep_sizes', sizes))}"
          f"{', the smallest at the other sizes' if set(sizes) - set(s.get('sweep_sizes', sizes)) else ''}. "
          "Phases: `pcam_nb.bench.profile_steps` (training) and `infer_steps` (inference). With this few timed batches, read "
-         "the ratios between models of the same run rather than single figures."]
+         "the ratios between models of the same run rather than single figures."
+         + (f" 1-minute load average {res['load_average_before']:.1f} before the run, {res['load_average_after']:.1f} after."
+            if 'load_average_after' in res else '')]
     if 'compile_seconds' in res:
         L += ['', f"The torch.compile rows were measured after that run, by `{res['compile_command']}` "
               f"({res['compile_seconds'] / 60:.1f} min), each against the same configuration eager in its own process."]
@@ -382,7 +378,7 @@ def plots(res, out):
             ax.barh([a for a, _ in rows], w, left=left, color=c, label=k)
             left = [l + x for l, x in zip(left, w)]
         ax.invert_yaxis(); ax.set(title=f"training, {z} px, batch {b}", xlabel='seconds per batch')
-    axs[0][0].legend(fontsize=8, loc='lower right')
+    axs[0][-1].legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))   # beside the bars, not over them
     fig.suptitle(f"Where a training batch goes ({_hardware(res)})", fontsize=10)
     fig.tight_layout()
     save_figure(fig, f"{out}_phases.png"); plt.close(fig)

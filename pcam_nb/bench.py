@@ -16,7 +16,7 @@ from .data import pcam_h5_paths, data_dir, load_patches
 from .synth import make_synthetic
 from .loaders import pcam_dls, patch_dls, PatchTensors
 from .models import create_model, arch_info
-from .train import pcam_learner
+from .train import pcam_learner, PlainInputs
 from .evaluate import check_device
 
 # %% auto #0
@@ -426,11 +426,12 @@ def infer_steps(learn, steps:int=3, warmup:int=1) -> dict:
     if len(dl) < warmup + steps:
         raise PCamError(f"the valid split gives {len(dl)} batches; warmup + steps = {warmup + steps} needed")
     amp = any(type(cb).__name__ in ('MixedPrecision', 'Autocast') for cb in learn.cbs)
+    plain = any(isinstance(cb, PlainInputs) for cb in learn.cbs)   # a compiled model takes plain tensors, as in training
     model, it, data, fwd = learn.model.eval(), iter(dl), 0., 0.
     with torch.no_grad(), torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=amp):
         for i in range(warmup + steps):
             t0 = _clock(dev); xb = next(it)[0]
-            t1 = _clock(dev); model(xb)
+            t1 = _clock(dev); model(xb.as_subclass(torch.Tensor) if plain else xb)
             t2 = _clock(dev)
             if i >= warmup: data, fwd = data + t1 - t0, fwd + t2 - t1
     learn.model.train()

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image
 from .core import PCamError, fail, write_json, write_text, save_figure
-from .data import Patches, IMG_EXTS, read_images, register_layout, holdout
+from .data import Patches, IMG_EXTS, read_images, register_layout, holdout, to_grey
 
 # %% auto #0
 __all__ = ['CHEST_CLASSES', 'CHEST_SIZE', 'CHEST_DEFAULTS', 'patient_id', 'kermany_root', 'chest_csv', 'is_chest_xray',
-           'chest_table', 'chest_split', 'to_grey', 'read_chest_xray', 'chest_splits', 'sens_at_spec', 'spec_at_sens',
+           'chest_table', 'chest_split', 'read_chest_xray', 'chest_splits', 'sens_at_spec', 'spec_at_sens',
            'screening_metrics', 'cv_folds', 'fold_probs', 'plot_cams']
 
 # %% ../nbs/17_chest_xray.ipynb #5e41c7ef
@@ -126,15 +126,6 @@ def chest_split(t:pd.DataFrame, split:str, valid_pct:float=0.2, seed:int=0) -> p
     m = _grouped_holdout(y, groups, valid_pct, seed)
     return pool[m if split == 'valid' else ~m].reset_index(drop=True)
 
-def to_grey(x:np.ndarray, paths, tol:int=2) -> np.ndarray:
-    "N x H x W x 1 from RGB images `x` that are grey (channels equal within `tol`); a colour image is refused naming its file."
-    for i in range(len(x)):
-        d = int(max(np.abs(x[i, ..., 0].astype(np.int16) - x[i, ..., c]).max() for c in (1, 2)))
-        if d > tol:
-            fail(paths[i], f"is a colour image (its channels differ by up to {d} levels), not a greyscale radiograph",
-                 "Convert it to greyscale or remove it")
-    return np.ascontiguousarray(x[..., :1])
-
 def read_chest_xray(folder, split:str='train', size:int|None=None, valid_pct:float=0.2, seed:int=0, progress:bool=True,
                     max_pixels:int|None=None, classes=None, grey_tol:int=2) -> Patches:
     "Read `split` of a chest X-ray folder (Kermany's class folders or a normal/pneumonia CSV) as one-channel `Patches`."
@@ -150,7 +141,7 @@ def chest_splits(folder) -> list:
     "The splits of a chest X-ray folder: train and valid, and test where there is one."
     return ['train', 'valid'] + (['test'] if (chest_table(folder).split == 'test').any() else [])
 
-register_layout('chest_xray', is_chest_xray, read_chest_xray, chest_splits, CHEST_DEFAULTS);
+register_layout('chest_xray', is_chest_xray, read_chest_xray, chest_splits, CHEST_DEFAULTS, whole_images=True);
 
 # %% ../nbs/17_chest_xray.ipynb #a66282f2
 def sens_at_spec(y, s, target:float=0.9) -> float:

@@ -18,10 +18,10 @@ from .core import PCamError, fail, pcam_cli, tmp_path
 # %% auto #0
 __all__ = ['PCAM_CLASSES', 'SPLITS', 'COMPRESSIONS', 'IMG_EXTS', 'POSITIVE_NAMES', 'SOURCES', 'LAYOUTS', 'LAYOUT_MODULES',
            'Patches', 'check_patches', 'pcam_h5_paths', 'PCamH5Writer', 'write_pcam_h5', 'read_pcam_h5', 'read_image',
-           'read_images', 'order_classes', 'positive_class', 'holdout', 'read_csv_folder', 'read_class_folders',
-           'data_dir', 'register_source', 'source_kind', 'resolve_source', 'Layout', 'register_layout', 'layout_of',
-           'layout_defaults', 'load_patches', 'h5_splits', 'available_splits', 'same_source', 'convert', 'pcam_convert',
-           'pcam_info', 'load_speed']
+           'read_images', 'to_grey', 'order_classes', 'positive_class', 'holdout', 'read_csv_folder',
+           'read_class_folders', 'data_dir', 'register_source', 'source_kind', 'resolve_source', 'Layout',
+           'register_layout', 'layout_of', 'layout_defaults', 'whole_images', 'load_patches', 'h5_splits',
+           'available_splits', 'same_source', 'convert', 'pcam_convert', 'pcam_info', 'load_speed']
 
 # %% ../nbs/01_data.ipynb #d2c68616
 def _disp(o) -> str:
@@ -513,6 +513,16 @@ def read_images(paths, size:int|None=None, progress:bool=True, n_workers:int|Non
     finally: ex.shutdown()
     return out
 
+# %% ../nbs/01_data.ipynb #181712d5
+def to_grey(x:np.ndarray, paths, tol:int=2) -> np.ndarray:
+    "N x H x W x 1 from N x H x W x 3 images `x` that are grey (channels equal within `tol`); a colour image is refused naming its file."
+    for i in range(len(x)):
+        d = int(max(np.abs(x[i, ..., 0].astype(np.int16) - x[i, ..., c]).max() for c in (1, 2)))
+        if d > tol:
+            fail(_disp(paths[i]), f"is a colour image (its channels differ by up to {d} levels), not a greyscale one",
+                 "Convert it to greyscale or remove it")
+    return np.ascontiguousarray(x[..., :1])
+
 # %% ../nbs/01_data.ipynb #d25644f4
 POSITIVE_NAMES = ('tumour', 'tumor', 'tumours', 'tumors', 'metastasis', 'metastases', 'metastatic', 'malignant',
                   'malignancy', 'positive', 'pos', 'cancer', 'cancerous', 'carcinoma', 'lesion', 'abnormal', 'disease',
@@ -759,14 +769,15 @@ class Layout:
     read: callable
     splits: callable
     defaults: dict|None = None   # training settings that suit the data (pcam_train takes them unless given)
+    whole_images: bool = False   # its images are resized whole: its runs classify whole images, not patches or heatmaps
 
 LAYOUTS = {}   # name -> Layout, in the order they are asked
 LAYOUT_MODULES = ['pcam_nb.chest', 'pcam_nb.places']   # chapters that register layouts, imported on first need
 _PLUGINS = []
 
-def register_layout(name:str, detect, read, splits, defaults:dict|None=None) -> Layout:
+def register_layout(name:str, detect, read, splits, defaults:dict|None=None, whole_images:bool=False) -> Layout:
     "Make folders for which `detect` is true readable by `load_patches` (and every command) through `read`."
-    LAYOUTS[name] = lay = Layout(name, detect, read, splits, defaults)
+    LAYOUTS[name] = lay = Layout(name, detect, read, splits, defaults, whole_images)
     return lay
 
 def layout_of(folder) -> str|None:
@@ -785,6 +796,12 @@ def layout_defaults(source) -> dict:
     if str(source) in SOURCES or not Path(source).is_dir(): return {}
     lay = layout_of(source)
     return dict(LAYOUTS[lay].defaults or {}) if lay else {}
+
+def whole_images(source) -> bool:
+    "Whether `source` is in a layout whose images are resized whole (a run on it classifies whole images)."
+    if str(source) in SOURCES or not Path(source).is_dir(): return False
+    lay = layout_of(source)
+    return bool(lay and LAYOUTS[lay].whole_images)
 
 # %% ../nbs/01_data.ipynb #6906ca59
 def _file_split(path:Path) -> str|None:

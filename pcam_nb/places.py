@@ -13,7 +13,7 @@ from .data import Patches, read_images, register_layout, holdout
 # %% auto #0
 __all__ = ['CATEGORIES', 'LISTS', 'IMAGE_DIRS', 'PLACES_DEFAULTS', 'category_name', 'read_categories', 'select_classes',
            'is_places365', 'write_places_like', 'places_table', 'read_places365', 'places_splits', 'topk_correct',
-           'confused_pairs', 'multiclass_report', 'plot_confusion_top', 'places_evaluate']
+           'confused_pairs', 'per_class_table', 'multiclass_report', 'plot_confusion_top', 'places_evaluate']
 
 # %% ../nbs/18_places365.ipynb #7b85b263
 CATEGORIES = 'categories_places365.txt'
@@ -141,7 +141,7 @@ def places_splits(folder) -> list:
     f = Path(folder)
     return (['train', 'valid'] if (f/LISTS['train']).is_file() else []) + (['test'] if (f/LISTS['test']).is_file() else [])
 
-register_layout('places365', is_places365, read_places365, places_splits, PLACES_DEFAULTS);
+register_layout('places365', is_places365, read_places365, places_splits, PLACES_DEFAULTS, whole_images=True);
 
 # %% ../nbs/18_places365.ipynb #c25570b0
 def topk_correct(y, probs, k:int=5) -> np.ndarray:
@@ -166,6 +166,17 @@ def confused_pairs(y, pred, classes, top:int=10) -> pd.DataFrame:
             for n, i, j in sorted(off, key=lambda o: (-o[0], o[1], o[2]))[:top]]
     return pd.DataFrame(rows, columns=['true', 'predicted', 'count', 'share_of_true'])
 
+def per_class_table(y, pred, classes, level:float=0.95) -> pd.DataFrame:
+    "Per class: images, correct, accuracy (the class's recall) with its Wilson interval (scipy's `binomtest`), worst first."
+    from scipy.stats import binomtest
+    y, pred, rows = np.asarray(y), np.asarray(pred), []
+    for i, c in enumerate(classes):
+        n, k = int((y == i).sum()), int((pred[y == i] == i).sum())
+        ci = binomtest(k, n).proportion_ci(level, 'wilson') if n else None
+        rows.append({'class': c, 'n': n, 'correct': k, 'accuracy': k / n if n else None,
+                     'ci_low': round(float(ci.low), 3) if n else None, 'ci_high': round(float(ci.high), 3) if n else None})
+    return pd.DataFrame(rows).sort_values('accuracy', kind='stable', na_position='last').reset_index(drop=True)
+
 def multiclass_report(y, probs, classes, n_boot:int=1000, seed:int=0, top_pairs:int=10) -> dict:
     "Top-1 and top-5 accuracy with bootstrap intervals, per-class accuracy, the most confused pairs."
     y, probs = np.asarray(y), np.asarray(probs, dtype=np.float64)
@@ -175,6 +186,7 @@ def multiclass_report(y, probs, classes, n_boot:int=1000, seed:int=0, top_pairs:
     per = {c: float((pred[y == i] == i).mean()) if (y == i).any() else None for i, c in enumerate(classes)}
     return dict(n=int(len(y)), n_classes=len(classes), top1=float(t1.mean()), top1_ci=_boot_mean(t1, n_boot, seed),
                 top5=float(t5.mean()), top5_ci=_boot_mean(t5, n_boot, seed), per_class_accuracy=per,
+                per_class=per_class_table(y, pred, classes).to_dict('records'),
                 confused_pairs=confused_pairs(y, pred, classes, top_pairs).to_dict('records'))
 
 def plot_confusion_top(y, pred, classes, k:int=20, fname=None, title:str='confusion (row %)'):

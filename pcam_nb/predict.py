@@ -17,32 +17,35 @@ from fastcore.basics import store_attr
 from fastcore.script import Param
 from fastai.torch_core import default_device
 
-from .data import Patches, read_image, IMG_EXTS
+from .data import Patches, read_image, IMG_EXTS, to_grey
 from .download import writable_folder
 from .loaders import PatchDL, PatchTensors, batch_tfms, as_rgb
 from .runs import load_model, run_config, run_stats
 from .evaluate import eval_dl, predict_logits, calibrated_probs, inference_model, check_device
 
 # %% auto #0
-__all__ = ['Predictor', 'image_files', 'image_size', 'read_region_image', 'predict_patches', 'heatmap_grid', 'tissue_cells',
-           'predict_heatmap', 'plot_heatmap', 'check_inputs', 'predict_file', 'predict_files', 'pcam_predict']
+__all__ = ['Predictor', 'image_files', 'image_size', 'read_region_image', 'model_inputs', 'predict_patches', 'heatmap_grid',
+           'tissue_cells', 'predict_heatmap', 'plot_heatmap', 'check_inputs', 'predict_file', 'predict_files',
+           'pcam_predict']
 
 # %% ../nbs/12_predict.ipynb #bbe8c84e
 class Predictor:
-    "A trained model ready for new images: `model`, the normalisation `stats` it was trained with, `classes`, patch `size`, `device`."
-    def __init__(self, model, stats, classes, size:int=96, device=None):
+    "A trained model ready for new images: `model`, the normalisation `stats` it was trained with, `classes`, patch `size`, `device`, input `channels`, and whether it classifies `whole` images (resized to `size`)."
+    def __init__(self, model, stats, classes, size:int=96, device=None, channels:int=3, whole:bool=False, views:bool=True):
         self.device = check_device(device)
         self.model = inference_model(model).eval()   # as in evaluate_run
-        store_attr('stats,classes,size')
+        store_attr('stats,classes,size,channels,whole,views')   # views: it trained on D4 views (D4 TTA matches it)
 
     @classmethod
     def from_run(cls, run_dir, device=None):
-        "The best model of `pcam_train` run folder `run_dir`, with the statistics, classes and patch size of its `config.json`."
+        "The best model of `pcam_train` run folder `run_dir`, with the statistics, classes, size and inputs of its `config.json`."
         cfg = run_config(run_dir)
-        return cls(load_model(run_dir), run_stats(cfg), list(cfg['classes']), cfg['img_size'], device)
+        return cls(load_model(run_dir), run_stats(cfg), list(cfg['classes']), cfg['img_size'], device, cfg.get('channels', 3),
+                   cfg.get('whole_images', False), bool(cfg.get('aug', True) and cfg.get('d4', True)))
 
-    def __repr__(self): return (f"Predictor({type(self.model).__name__}, classes={self.classes}, "
-                                f"{self.size}x{self.size} patches, device={self.device})")
+    def __repr__(self): return (f"Predictor({type(self.model).__name__}, classes={self.classes}, {self.size}x{self.size} "
+                                f"{'whole images' if self.whole else 'patches'}, {self.channels} channel{'s' * (self.channels > 1)}, "
+                                f"device={self.device})")
 
 # %% ../nbs/12_predict.ipynb #4ec94425
 def image_files(inputs) -> list:
@@ -104,8 +107,27 @@ def read_region_image(path, max_pixels:int|None=None) -> np.ndarray:
         raise PCamError(f"{p}: unreadable image ({type(e).__name__}: {e}). Replace or remove this file") from None
 
 # %% ../nbs/12_predict.ipynb #6094c83d
-def _patch_stack(items, size:int):
-    "New patches as an N x size x size x 3 uint8 array and their ids."
+def _resized(a:np.ndarray, size:int) -> np.ndarray:
+    "H x W x 3 image `a` at `size` x `size`, resized as the data layer's reader resizes (bilinear)."
+    if a.shape[:2] == (size, size): return a
+    return np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BILINEAR))
+
+def model_inputs(x, ids, pr:Predictor) -> np.ndarray:
+    "N x H x W x 3 images `x` (an array or a list) as `pr`'s input: resized for whole-image runs, one grey channel for one-channel runs."
+    if pr.whole: x = np.stack([_resized(a, pr.size) for a in x])
+    elif not isinstance(x, np.ndarray):
+        for a, n in zip(x, ids):
+            if a.shape[:2] != (pr.size, pr.size):
+                raise PCamError(f"{n}: {a.shape[1]}x{a.shape[0]} px, the model takes {pr.size}x{pr.size} patches. Crop or resize "
+                                    "it, or use predict_heatmap (pcam_predict does) for a map over a larger image")
+        x = np.stack(x)
+    if x.shape[1:3] != (pr.size, pr.size):
+        raise PCamError(f"patches of {x.shape[2]}x{x.shape[1]} px, the model takes {pr.size}x{pr.size}: crop or resize them, "
+                            "or use predict_heatmap for larger images")
+    return to_grey(x, ids) if pr.channels == 1 else x
+
+def _patch_stack(items, pr:Predictor):
+    "New images as `pr`'s N x size x size x channels uint8 input, and their ids."
     if isinstance(items, Patches): x, ids = as_rgb(np.asarray(items.x), 'patches'), list(items.ids)
     elif isinstance(items, (np.ndarray, torch.Tensor)):
         x = as_rgb(items, 'patches')
@@ -116,17 +138,11 @@ def _patch_stack(items, size:int):
         if all(isinstance(o, (str, Path)) for o in items): items = image_files(items)
         if not items: raise PCamError("no patches given: pass at least one image, array or file")
         ids = [str(o) if isinstance(o, (str, Path)) else str(i) for i, o in enumerate(items)]
-        arrs = [read_region_image(o) if isinstance(o, (str, Path)) else as_rgb(o, f'patch {i}') for i, o in enumerate(items)]
-        for a, n in zip(arrs, ids):
+        read = (lambda f: read_image(f, pr.size)) if pr.whole else read_region_image   # whole images: as the reader did
+        x = [read(o) if isinstance(o, (str, Path)) else as_rgb(o, f'patch {i}') for i, o in enumerate(items)]
+        for a, n in zip(x, ids):
             if a.ndim != 3: raise PCamError(f"{n}: an array of shape {a.shape} is not one patch. Pass H x W x C patches")
-            if a.shape[:2] != (size, size):
-                raise PCamError(f"{n}: {a.shape[1]}x{a.shape[0]} px, the model takes {size}x{size} patches. Crop or resize "
-                                    "it, or use predict_heatmap (pcam_predict does) for a map over a larger image")
-        x = np.stack(arrs)
-    if x.shape[1:3] != (size, size):
-        raise PCamError(f"patches of {x.shape[2]}x{x.shape[1]} px, the model takes {size}x{size}: crop or resize them, "
-                            "or use predict_heatmap for larger images")
-    return x, ids
+    return model_inputs(x, ids, pr), ids
 
 def _check_bs(bs) -> int:
     if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
@@ -134,13 +150,14 @@ def _check_bs(bs) -> int:
     return int(bs)
 
 def predict_patches(pr:Predictor, items, tta:bool=True, bs:int=256, progress:bool=False) -> pd.DataFrame:
-    "P(tumour) of new patches (files, folders, arrays, PIL images, `Patches`): columns `id`, `prob`, and `prob_tta` (D4 TTA) if `tta`."
-    bs, (x, ids) = _check_bs(bs), _patch_stack(items, pr.size)
+    "P(tumour) of new patches (files, folders, arrays, PIL images, `Patches`): columns `id`, `prob`, and `prob_tta` (D4 TTA) if `tta`; `pred` for more than two classes."
+    bs, (x, ids) = _check_bs(bs), _patch_stack(items, pr)
     dl = eval_dl(Patches(x, np.zeros(len(x), np.int64), pr.classes, ids), pr.stats, bs, pr.device)
     logits = predict_logits(pr.model, dl, tta=tta, progress=progress)
-    df = pd.DataFrame(dict(id=ids, prob=calibrated_probs(logits[:, :1])[:, -1]))
-    if tta: df['prob_tta'] = calibrated_probs(logits)[:, -1]
-    return df
+    ps = [calibrated_probs(logits[:, :1])] + ([calibrated_probs(logits)] if tta else [])
+    if len(pr.classes) == 2: return pd.DataFrame(dict(id=ids, **{k: p[:, -1] for k, p in zip(('prob', 'prob_tta'), ps)}))
+    k = ps[-1].argmax(1)   # more classes: the most probable one (under TTA if asked), and its probability in each view
+    return pd.DataFrame(dict(id=ids, pred=np.asarray(pr.classes)[k], **{c: p[np.arange(len(k)), k] for c, p in zip(('prob', 'prob_tta'), ps)}))
 
 # %% ../nbs/12_predict.ipynb #e1281f46
 def _check_stride(stride, size:int=96) -> int:
@@ -292,8 +309,8 @@ def _out_names(files, heatmaps:Path) -> dict:
         out[f] = heatmaps/(f"{f.stem}_heatmap" + (f"_{n}" if n > 1 else ''))
     return out
 
-def check_inputs(inputs, out, heatmaps=None, size:int=96, max_pixels:int|None=None) -> SimpleNamespace:
-    "The image `files` of `inputs`, their `sizes`, and the outputs (`out`, `heatmaps` folder, heatmap `names`), all checked."
+def check_inputs(inputs, out, heatmaps=None, size:int=96, max_pixels:int|None=None, whole:bool=False) -> SimpleNamespace:
+    "The image `files` of `inputs`, their `sizes`, and the outputs (`out`, `heatmaps` folder, heatmap `names`), all checked; `whole`: every image is classified whole."
     if not out: raise PCamError("no output file: pass --out FILE.csv")
     if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1):
         raise PCamError(f"max_pixels={max_pixels!r}: must be a whole number of pixels >= 1 (default: Pillow's limit)")
@@ -303,17 +320,18 @@ def check_inputs(inputs, out, heatmaps=None, size:int=96, max_pixels:int|None=No
     if out.resolve() in ins: raise PCamError(f"{out}: is one of the inputs. Pass another --out")
     limit = max_pixels or Image.MAX_IMAGE_PIXELS
     sizes = {f: image_size(f) for f in files}
+    maps = {f: not whole and wh != (size, size) for f, wh in sizes.items()}   # the images that get a heatmap
     for f, (w, h) in sizes.items():
-        if (w, h) != (size, size) and min(w, h) < size:
+        if maps[f] and min(w, h) < size:
             raise PCamError(f"{f}: {w}x{h} px is smaller than one {size}x{size} window. Pass {size}x{size} "
                             f"patches, or images at least {size} px on each side for heatmaps")
         if limit and w * h > limit:
             raise PCamError(f"{f}: {w}x{h} px ({_px(w * h)}) is over the limit of {_px(limit)} that guards against "
                             f"decompression bombs. If the file is trusted, pass --max-pixels {w * h}")
-        if (w, h) != (size, size) and {names[f].with_suffix(e).resolve() for e in ('.npy', '.png')} & ins:
+        if maps[f] and {names[f].with_suffix(e).resolve() for e in ('.npy', '.png')} & ins:
             raise PCamError(f"{names[f]}.npy / .png would overwrite an input: pass another --heatmaps")
     writable_folder(out.parent, '--out')
-    if any(wh != (size, size) for wh in sizes.values()): writable_folder(hdir, '--heatmaps')
+    if any(maps.values()): writable_folder(hdir, '--heatmaps')
     return SimpleNamespace(files=files, sizes=sizes, out=out, heatmaps=hdir, names=names)
 
 # %% ../nbs/12_predict.ipynb #2dff2689
@@ -337,14 +355,16 @@ def predict_files(pr:Predictor, job:SimpleNamespace, stride:int=32, tta:bool=Tru
     "One row per file of `job` (from `check_inputs`): the heatmap images through `predict_file`, the patches together."
     rows, patches = [], {}
     for f in job.files:
-        if job.sizes[f] == (pr.size, pr.size):
-            patches[len(rows)] = read_region_image(f); rows.append(dict(file=str(f), kind='patch', width=pr.size, height=pr.size))
+        if pr.whole or job.sizes[f] == (pr.size, pr.size):   # a patch, or an image a whole-image run classifies resized
+            patches[len(rows)] = read_image(f, pr.size, max_pixels) if pr.whole else read_region_image(f)
+            rows.append(dict(file=str(f), kind='image' if pr.whole else 'patch', width=job.sizes[f][0], height=job.sizes[f][1]))
         else: rows.append(predict_file(pr, f, job.names[f].with_suffix('.npy'), job.names[f].with_suffix('.png'), stride, tta, bs,
                                        skip_background, progress, verbose, max_pixels))
     if patches:
-        p = predict_patches(pr, np.stack(list(patches.values())), tta, bs, progress=progress)
-        for i, r in zip(patches, p.itertuples()): rows[i].update(prob=r.prob, prob_tta=r.prob_tta if tta else None)
-    return pd.DataFrame(rows).reindex(columns=_COLS)
+        x, names = np.stack(list(patches.values())), [rows[i]['file'] for i in patches]   # messages name the files
+        p = predict_patches(pr, Patches(x, np.zeros(len(x), np.int64), pr.classes, names), tta, bs, progress=progress)
+        for i, r in zip(patches, p.to_dict('records')): rows[i].update({k: v for k, v in r.items() if k != 'id'})
+    return pd.DataFrame(rows).reindex(columns=_COLS[:4] + ['pred'] * (len(pr.classes) > 2) + _COLS[4:])
 
 # %% ../nbs/12_predict.ipynb #b9dadd41
 @pcam_cli
@@ -360,10 +380,11 @@ def pcam_predict(run_dir:str,  # pcam_train run folder (config.json, model.pth)
                  bs:int=256,  # batch size (x8 images per batch with TTA)
                  progress:bool=True):  # progress bars (--no-progress: quiet)
     "P(tumour) of image patches and tumour heatmaps of larger images, from a pcam_train run; one CSV row per image."
-    size = run_config(run_dir)['img_size']
+    cfg = run_config(run_dir)
+    size, whole = cfg['img_size'], cfg.get('whole_images', False)
     stride, bs, device = _check_stride(stride, size), _check_bs(bs), check_device(device)
-    job = check_inputs(inputs, out, heatmaps, size, max_pixels)
+    job = check_inputs(inputs, out, heatmaps, size, max_pixels, whole)
     df = predict_files(Predictor.from_run(run_dir, device), job, stride, tta, bs, not all_cells, progress, True, max_pixels)
     atomic_write(job.out, lambda f: df.to_csv(f, index=False, float_format='%.6f'), 'w')
     n_hm = int((df.kind == 'heatmap').sum())
-    print(f"{len(df) - n_hm} patches, {n_hm} heatmaps{' (in ' + str(job.heatmaps) + ')' if n_hm else ''} -> {job.out}")
+    print(f"{len(df) - n_hm} {'images' if whole else 'patches'}, {n_hm} heatmaps{' (in ' + str(job.heatmaps) + ')' if n_hm else ''} -> {job.out}")

@@ -23,7 +23,7 @@ from .data import Patches
 from .loaders import as_rgb
 from .runs import run_config
 from .evaluate import eval_dl, predict_logits
-from .predict import Predictor, predict_heatmap, plot_heatmap
+from .predict import Predictor, predict_heatmap, plot_heatmap, model_inputs
 from .slides import run_temperature, saturation
 
 # %% auto #0
@@ -125,16 +125,18 @@ class Batcher:
 
 # %% ../nbs/14_serve.ipynb #c2b37954
 class PatchModel:
-    "P(tumour), class and D4 spread of N x 96 x 96 x 3 uint8 patches, with the run's temperature."
+    "Class probabilities, class and D4 spread of N x H x W x C uint8 model inputs (`predict.model_inputs`), with the run's temperature."
     def __init__(self, pr:Predictor, tta:bool=True, temperature:float|None=None, bs:int=64):
         self.pr, self.tta, self.T, self.bs = pr, tta, temperature, bs
     def __call__(self, x:np.ndarray) -> dict:
         dl = eval_dl(Patches(x, np.zeros(len(x), np.int64), self.pr.classes), self.pr.stats, self.bs, self.pr.device)
         p = (predict_logits(self.pr.model, dl, tta=self.tta, progress=False).double() / (self.T or 1.0)).softmax(-1)
-        pm = p.mean(1)
-        return dict(p_tumour=pm[:, -1].numpy(), cls=pm.argmax(-1).numpy(),
-                    spread=(p[..., -1].amax(1) - p[..., -1].amin(1)).numpy() if self.tta else None,
-                    mean_rgb=x.reshape(len(x), -1, 3).mean(1) / 255, tissue=(saturation(x) >= 0.07).mean((1, 2)))
+        pm, top = p.mean(1), p.mean(1).argmax(-1)
+        pt = p[torch.arange(len(x)), :, top] if len(self.pr.classes) > 2 else p[..., -1]   # P(positive) or P(top class) per view
+        return dict(probs=pm.numpy(), p_tumour=pt.mean(1).numpy(), cls=top.numpy(),
+                    spread=(pt.amax(1) - pt.amin(1)).numpy() if self.tta else None,
+                    mean_rgb=x.reshape(len(x), -1, x.shape[-1]).mean(1) / 255,
+                    tissue=(saturation(x) >= 0.07).mean((1, 2)) if x.shape[-1] == 3 else None)
 
 # %% ../nbs/14_serve.ipynb #a46bf92e
 _PATHS = ('/v1/predict', '/v1/heatmap', '/v1/model', '/health', '/metrics', '/docs', '/openapi.json')
@@ -160,16 +162,17 @@ class ServiceMetrics:
                                 registry=r, buckets=[i / 10 for i in range(1, 11)])
         tm = Gauge('pcam_train_channel_mean', 'Mean of a colour channel over the training data (0..1)', ['channel'], registry=r)
         ts = Gauge('pcam_train_channel_std', 'Std of a colour channel over the training data (0..1)', ['channel'], registry=r)
-        for c, m, s in zip('rgb', *stats): tm.labels(c).set(m); ts.labels(c).set(s)
+        self.channels = 'rgb' if len(stats[0]) == 3 else ['grey'] if len(stats[0]) == 1 else [str(i) for i in range(len(stats[0]))]
+        for c, m, s in zip(self.channels, *stats): tm.labels(c).set(m); ts.labels(c).set(s)
         Gauge('pcam_model_info', 'The model served', ['run', 'arch', 'data', 'tta', 'temperature'], registry=r).labels(
             run, cfg.get('arch', ''), str(cfg.get('data', '')), str(tta), str(temperature)).set(1)
 
     def patches(self, res:dict):
         for p in res['p_tumour']: self.p.observe(float(p))
-        for c, i in zip('rgb', range(3)):
+        for i, c in enumerate(self.channels):
             h = self.colour.labels(c)
             for v in res['mean_rgb'][:, i]: h.observe(float(v))
-        for v in res['tissue']: self.tissue.observe(float(v))
+        for v in res['tissue'] if res['tissue'] is not None else (): self.tissue.observe(float(v))
 
     def on_batch(self, n, secs, waits):
         self.batch.observe(n); self.batch_s.observe(secs)
@@ -230,12 +233,22 @@ def _model_record(run_dir:Path, cfg:dict, tta:bool, T, limits:Limits, batching:d
     ev = js('eval_valid.json') or {}
     keep = ('n', 'auc', 'auc_ci', 'accuracy', 'balanced_accuracy', 'nll', 'ece', 'threshold')
     return dict(run=run_dir.name, arch=cfg.get('arch'), data=str(cfg.get('data')), classes=list(cfg.get('classes', [])),
-                img_size=cfg.get('img_size'), trained=dict(epochs=cfg.get('epochs'), n_train=cfg.get('n_train'),
+                img_size=cfg.get('img_size'), channels=cfg.get('channels', 3), whole_images=cfg.get('whole_images', False),
+                trained=dict(epochs=cfg.get('epochs'), n_train=cfg.get('n_train'),
                 pcam_nb=cfg.get('pcam_nb'), git_commit=cfg.get('git_commit')), metrics=js('metrics.json'),
                 evaluation={k: ev[k] for k in keep if k in ev} | ({'tta': {k: ev['tta'][k] for k in keep if k in ev['tta']}}
                             if ev.get('tta') else {}) or None,
                 calibration=ev.get('calibration'), tta=tta, temperature=T, stats=cfg.get('stats'),
                 limits=asdict(limits), batching=batching, pcam_nb=__version__)
+
+def _result(classes, name:str, res:dict, i:int) -> dict:
+    "The answer for image `i` of batch result `res`: the probability named after the positive class (two classes) or `p` and `top5`."
+    r, c, sp = dict(file=name), int(res['cls'][i]), res['spread']
+    r['class'] = classes[c]
+    if len(classes) == 2: r[f"p_{classes[-1]}"] = round(float(res['p_tumour'][i]), 6)
+    else: r.update(p=round(float(res['p_tumour'][i]), 6),
+                   top5=[[classes[k], round(float(res['probs'][i, k]), 6)] for k in np.argsort(-res['probs'][i])[:5]])
+    return dict(r, d4_spread=round(float(sp[i]), 6) if sp is not None else None)
 
 def _heatmap_json(hm:np.ndarray, w:int, h:int, stride:int) -> dict:
     t = hm[~np.isnan(hm)]
@@ -257,6 +270,7 @@ def serve_app(run_dir, device=None, tta:bool=True, max_batch:int=64, max_wait_ms
     bounded_heap()                       # batch buffers freed return to the system (the core chapter)
     pr = Predictor.from_run(run_dir, device)
     cfg = run_config(run_dir)
+    tta = tta and pr.views               # test-time views only where the run trained on them
     T = run_temperature(run_dir, tta) if calibrate else None
     metrics = ServiceMetrics(cfg, pr.stats, run_dir.name, tta, T)
     model = PatchModel(pr, tta, T, bs)
@@ -300,20 +314,19 @@ def serve_app(run_dir, device=None, tta:bool=True, max_batch:int=64, max_wait_ms
         if len(files) > limits.max_files:
             raise BadInput(413, f"{len(files)} files: the limit is {limits.max_files} per request")
         names = [f.filename or f'file {i}' for i, f in enumerate(files)]
-        x = np.stack([decode_image(await f.read(), n, limits.max_pixels, pr.size) for f, n in zip(files, names)])
+        x = model_inputs([decode_image(await f.read(), n, limits.max_pixels, None if pr.whole else pr.size)
+                          for f, n in zip(files, names)], names, pr)
         res = await batcher.submit(x)
         metrics.patches(res)
-        spread = res['spread']
-        return dict(run=run_dir.name, tta=tta, temperature=T, results=[
-            dict(file=n, p_tumour=round(float(p), 6), **{'class': pr.classes[int(c)]},
-                 d4_spread=round(float(spread[i]), 6) if spread is not None else None)
-            for i, (n, p, c) in enumerate(zip(names, res['p_tumour'], res['cls']))])
+        return dict(run=run_dir.name, tta=tta, temperature=T, results=[_result(pr.classes, n, res, i) for i, n in enumerate(names)])
 
     @app.post('/v1/heatmap', summary='P(tumour) map of a larger image', responses={200: {'content': {'image/png': {}}}})
     async def heatmap(request:Request, file:UploadFile = File(..., description='an H&E image, at least 96 px each side'),
                       stride:int = Query(32, ge=1, le=96, description='cell size in px (32: one cell per PCam label region)'),
                       format:str|None = Query(None, pattern='^(json|png)$', description="'json' or 'png' (default: by Accept)"),
                       all_cells:bool = Query(False, description='predict background (glass) cells too')):
+        if pr.whole: raise BadInput(422, f"the run {run_dir.name} classifies whole images ({cfg.get('data_kind')}), it makes "
+                                         "no heatmaps: POST the image to /v1/predict")
         img = decode_image(await file.read(), file.filename or 'file', limits.max_pixels, min_size=pr.size)
         as_png = format == 'png' or (format is None and 'image/png' in request.headers.get('accept', ''))
         def work():

@@ -5,7 +5,7 @@
 # %% ../nbs/08_train.ipynb #a29a58bc
 from __future__ import annotations
 from .core import PCamError, fail, pcam_cli, atomic_write, write_json, save_figure, environment, tmp_path
-import os, sys, json, time, math, warnings
+import argparse, os, sys, json, time, math, warnings
 from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -26,7 +26,7 @@ from fastai.optimizer import OptimWrapper
 from fastai.torch_core import set_seed, default_device
 import fastai.callback.schedule, fastai.callback.fp16, fastai.callback.channelslast  # fit_one_cycle, lr_find; to_bf16; to_channelslast
 
-from .data import source_kind, same_source, layout_defaults, SOURCES
+from .data import source_kind, same_source, layout_defaults, whole_images, SOURCES
 from .loaders import pcam_dls, set_feed
 from .models import create_model, model_splitter, arch_info, WeightsUnavailableError
 from .runs import run_status, run_lock, check_unlocked, clear_run, save_weights, load_weights, save_model
@@ -465,6 +465,7 @@ def run_settings(**given) -> dict:
         if not Path(s['weights']).is_file(): fail(s['weights'], "no such weights file", "Pass a state_dict saved with torch.save(model.state_dict(), PATH)")
         s['weights'] = str(Path(s['weights']).resolve())
     s['data'] = _data_path(s['data']); s['data_kind'] = source_kind(s['data'])
+    s['whole_images'] = whole_images(s['data'])   # its runs classify whole images (the data chapter's layouts)
     if s['lr'] is None: s['lr'] = 2e-3 if tune else 3e-3
     return s
 
@@ -784,13 +785,15 @@ def pcam_train(data:str=None,  # 'synthetic' (default), a PCam HDF5 folder, an i
                freeze_epochs:int=None,  # fine-tuning: epochs with the body frozen (default 1)
                early_stop:int=None,  # stop after EARLY_STOP epochs without a better valid AUC
                aug:bool=True,  # no training augmentation (no D4, no colour jitter): for baselines
-               d4:bool=True,  # no D4 (rotation/flip) augmentation; colour jitter stays
+               d4:Param("D4 (rotation/flip) augmentation: --d4 on, --no-d4 off (default: the data's layout says; PCam: on)",
+                        bool, action=argparse.BooleanOptionalAction)=None,
                lighting:float=None,  # brightness/contrast jitter, 0 to below 1 (default 0.1; 0: off)
                hsv:float=None,  # saturation/hue jitter, 0 to below 1 (default 0: off; mild: 0.05)
                stain:float=None,  # H&E stain jitter in HED space, 0 to below 1 (default 0: off; mild: 0.05)
                rotate:float=None,  # random rotations up to ROTATE degrees, 0 to 45 (default 0: off; radiographs: 10)
                zoom:float=None,  # random zoom up to 1 + ZOOM, 0 to below 1 (default 0: off; radiographs: 0.1)
-               balance:bool=False,  # weight the loss by inverse class frequency (for imbalanced classes)
+               balance:Param("weight the loss by inverse class frequency: --balance on, --no-balance off (default: the "
+                             "data's layout says; PCam: off)", bool, action=argparse.BooleanOptionalAction)=None,
                classes:str=None,  # train on these classes only, separated by commas (layouts that offer it, e.g. Places365)
                compile:Param("torch.compile the model: auto (on CUDA for runs of >= 1M patches), on or off", str,
                              choices=['auto', 'on', 'off'])='auto',
@@ -805,8 +808,8 @@ def pcam_train(data:str=None,  # 'synthetic' (default), a PCam HDF5 folder, an i
     if resume and not out: raise PCamError("--resume needs --out RUN_DIR: the run to continue")
     track = check_track(track)
     settings = {k: v for k, v in locals().items() if k in RECIPE}
-    settings.update(pretrained=pretrained or None, aug=None if aug else False, d4=None if d4 else False,  # flags: given or not
-                    balance=balance or None, class_subset=[c.strip() for c in classes.split(',') if c.strip()] if classes else None)
+    settings.update(pretrained=pretrained or None, aug=None if aug else False,  # flags: given or not
+                    class_subset=[c.strip() for c in classes.split(',') if c.strip()] if classes else None)
     out = out or f"runs/{arch or RECIPE['arch']}-{'lr_find-' if lr_find else ''}{time.strftime('%Y%m%d-%H%M%S')}"
     try: m = pcam_run(**settings, out=out, device=device, compile=compile, resume=resume, overwrite=overwrite,
                       progress=progress, lr_find=lr_find, track=track)

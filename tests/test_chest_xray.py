@@ -79,17 +79,70 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match='exactly the classes'): read_chest_xray(colour, classes=['normal'])
 
 
-def test_train_and_evaluate_on_the_layout(tmp_path):
-    root, out = kermany(tmp_path/'k'), tmp_path/'run'
+@pytest.fixture(scope='module')
+def chest_run(tmp_path_factory):
+    "A one-epoch run on a Kermany tree, with the layout's defaults (one channel, no D4, class weights)."
+    tmp = tmp_path_factory.mktemp('chest')
+    root, out = kermany(tmp/'k'), tmp/'run'
     r = run_command(pcam_train, '--data', root, '--arch', 'simple_cnn', '--size', '32', '--epochs', '1', '--bs', '8',
                     '--device', 'cpu', '--no-progress', '--out', out)
     assert r.returncode == 0, r.stderr
-    cfg = json.loads((out/'config.json').read_text())
+    return out
+
+
+def test_train_and_evaluate_on_the_layout(chest_run):
+    cfg = json.loads((chest_run/'config.json').read_text())
     assert cfg['data_kind'] == 'chest_xray' and cfg['channels'] == 1 and not cfg['d4'] and cfg['balance'] and cfg['rotate'] == 10
-    r = run_command(pcam_evaluate, out, '--no-tta', '--n-boot', '50', '--no-plots', '--no-progress', '--device', 'cpu')
+    assert cfg['whole_images'] and cfg['img_size'] == 32
+    r = run_command(pcam_evaluate, chest_run, '--no-tta', '--n-boot', '50', '--no-plots', '--no-progress', '--device', 'cpu')
     assert r.returncode == 0, r.stderr
-    rep = json.loads((out/'eval_test.json').read_text())
+    rep = json.loads((chest_run/'eval_test.json').read_text())
     assert rep['split'] == 'test' and rep['n'] == 9 and 0 <= rep['auc'] <= 1
+
+
+def test_layout_defaults_can_be_switched(tmp_path):
+    "--no-balance and --d4 override the chest layout's class weights and its no-D4 default; left out, the layout decides."
+    root, out = kermany(tmp_path/'k'), tmp_path/'run'
+    r = run_command(pcam_train, '--data', root, '--arch', 'simple_cnn', '--size', '16', '--epochs', '1', '--bs', '8',
+                    '--device', 'cpu', '--no-progress', '--no-balance', '--d4', '--out', out)
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((out/'config.json').read_text())
+    assert cfg['balance'] is False and cfg['d4'] is True and cfg['rotate'] == 10   # the rest of the layout's settings stay
+
+
+def test_predict_and_serve_whole_images(chest_run, tmp_path):
+    "pcam_predict and pcam_serve on a one-channel run: radiographs of any size resized as in training; a colour image refused."
+    from pcam_nb.predict import pcam_predict, Predictor, predict_patches
+    from conftest import serving
+    import io, httpx
+    imgs = tmp_path/'new'
+    write(imgs, ['a.jpeg', 'b.jpeg'], size=50); write(imgs, ['c.png'], size=64)
+    before = tree_digest(imgs)
+    r = run_command(pcam_predict, chest_run, imgs, '--out', tmp_path/'p.csv', '--device', 'cpu', '--no-progress')
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(tmp_path/'p.csv')
+    assert list(df.kind) == ['image'] * 3 and list(df.width) == [50, 50, 64] and df.prob.between(0, 1).all()
+    assert df.heatmap.isna().all() and tree_digest(imgs) == before and not (tmp_path/'p_heatmaps').exists()
+    pr = Predictor.from_run(chest_run, 'cpu')
+    assert (pr.whole, pr.channels, pr.views) == (True, 1, False)
+    ref = predict_patches(pr, sorted(imgs.iterdir()), tta=False)
+    np.testing.assert_allclose(df.prob, ref.prob, atol=1e-5)
+    write(imgs, ['colour.jpeg'], colour={'colour.jpeg'})
+    r = run_command(pcam_predict, chest_run, imgs/'colour.jpeg', '--out', tmp_path/'q.csv', '--device', 'cpu', '--no-progress')
+    assert_one_line_error(r, 'colour.jpeg: is a colour image')
+    assert not (tmp_path/'q.csv').exists()
+    with serving(chest_run, '--no-calibrate') as c:
+        files = [('files', (f.name, f.read_bytes(), 'image/jpeg')) for f in sorted(imgs.glob('[ab].jpeg'))]
+        res = c.post('/v1/predict', files=files).json()
+        colour = c.post('/v1/predict', files=[('files', ('colour.jpeg', (imgs/'colour.jpeg').read_bytes(), 'image/jpeg'))])
+        hm = c.post('/v1/heatmap', files={'file': ('a.jpeg', (imgs/'a.jpeg').read_bytes(), 'image/jpeg')})
+        info, prom = c.get('/v1/model').json(), c.get('/metrics').text
+    assert res['tta'] is False and [o['class'] for o in res['results']] == ['pneumonia' if p >= 0.5 else 'normal' for p in df.prob[:2]]
+    np.testing.assert_allclose([o['p_pneumonia'] for o in res['results']], df.prob[:2], atol=1e-4)
+    assert colour.status_code == 422 and 'is a colour image' in colour.json()['detail']
+    assert hm.status_code == 422 and 'classifies whole images' in hm.json()['detail']
+    assert (info['channels'], info['whole_images'], info['tta']) == (1, True, False)
+    assert 'pcam_input_channel_mean_count{channel="grey"} 2.0' in prom
 
 
 def test_real_sample():

@@ -56,3 +56,16 @@ def test_train_on_a_subset(tree, tmp_path):
     cfg = json.loads((out/'config.json').read_text())
     assert cfg['classes'] == ['airfield', 'coast', 'kitchen'] and cfg['class_subset'] == ['coast', 'airfield', 'kitchen']
     assert cfg['data_kind'] == 'places365' and cfg['channels'] == 3 and not cfg['d4']
+    assert cfg['whole_images']
+    from pcam_nb.predict import pcam_predict
+    from conftest import serving
+    imgs = sorted((tree/'val_256').iterdir())[:4]   # 32 px images of the generated set: resized to the run's 32 px
+    r = run_command(pcam_predict, out, *imgs, '--out', tmp_path/'p.csv', '--device', 'cpu', '--no-progress', '--no-tta')
+    assert r.returncode == 0, r.stderr
+    import pandas as pd
+    df = pd.read_csv(tmp_path/'p.csv')
+    assert list(df.kind) == ['image'] * 4 and set(df.pred) <= set(cfg['classes']) and df.prob.between(1 / 3, 1).all()
+    with serving(out, '--no-calibrate') as c:
+        res = c.post('/v1/predict', files=[('files', (f.name, f.read_bytes(), 'image/jpeg')) for f in imgs]).json()['results']
+    assert [o['class'] for o in res] == list(df.pred) and all(len(o['top5']) == 3 and o['top5'][0][0] == o['class'] for o in res)
+    np.testing.assert_allclose([o['p'] for o in res], df.prob, atol=1e-4)

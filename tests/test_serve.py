@@ -1,22 +1,17 @@
 "The prediction service over real HTTP: uvicorn in a subprocess on 127.0.0.1, a client speaking httpx; and the Dockerfiles."
-import asyncio, io, json, os, re, socket, struct, subprocess, sys, time, zlib
+import asyncio, io, json, os, re, struct, subprocess, sys, time, zlib
 from pathlib import Path
 
 import httpx, numpy as np, pytest
 from PIL import Image
 
-from conftest import ROOT, BIN
+from conftest import ROOT, BIN, serving
 
 MAX_FILES, MAX_PIXELS, MAX_MB = 64, 600 * 600, 1
 
 
 def png(a, fmt='PNG', **kw):
     b = io.BytesIO(); Image.fromarray(a).save(b, fmt, **kw); return b.getvalue()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
 @pytest.fixture(scope='module')
@@ -27,30 +22,9 @@ def patches():
 
 @pytest.fixture(scope='module')
 def server(tiny_run):
-    "`pcam_serve` (the console script, or its entry point when not installed yet) on a free loopback port."
-    port = free_port()
-    exe = BIN/'pcam_serve'
-    cmd = [str(exe)] if exe.exists() else [sys.executable, '-c', "import sys; sys.argv[0] = 'pcam_serve'; "
-                                           "from pcam_nb.serve import pcam_serve; pcam_serve()"]
-    cmd += [str(tiny_run), '--port', str(port), '--device', 'cpu', '--max-files', str(MAX_FILES),
-            '--max-pixels', str(MAX_PIXELS), '--max-body-mb', str(MAX_MB), '--max-wait-ms', '20']
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
-                         env={**os.environ, 'MPLBACKEND': 'Agg'})
-    url = f'http://127.0.0.1:{port}'
-    try:
-        t0 = time.time()
-        while True:
-            if p.poll() is not None: pytest.fail(f"pcam_serve exited: {p.stdout.read()[-3000:]}")
-            try:
-                if httpx.get(url + '/health', timeout=2).status_code == 200: break
-            except httpx.HTTPError: pass
-            if time.time() - t0 > 240: pytest.fail('pcam_serve did not answer /health within 240 s')
-            time.sleep(0.5)
-        with httpx.Client(base_url=url, timeout=60) as c: yield c
-    finally:
-        p.terminate()
-        try: p.wait(20)
-        except subprocess.TimeoutExpired: p.kill()
+    "`pcam_serve` on a free loopback port, with small limits."
+    with serving(tiny_run, '--max-files', MAX_FILES, '--max-pixels', MAX_PIXELS, '--max-body-mb', MAX_MB, '--max-wait-ms', 20) as c:
+        yield c
 
 
 def metric(text, name, labels=''):
