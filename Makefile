@@ -125,7 +125,7 @@ DEVICE ?= cpu
 ARCH_ARGS ?=
 bench-arch: venv
 	$(BIN)/python benchmarks/arch_profile.py --device $(DEVICE) --command "make bench-arch$(if $(filter-out cpu,$(DEVICE)), DEVICE=$(DEVICE))$(if $(ARCH_ARGS), ARCH_ARGS='$(ARCH_ARGS)')" $(ARCH_ARGS)
-# One busy CPU core, under 30 minutes on a quiet machine (5 folds, 224 px, few epochs); the outputs are committed.
+# One busy CPU core, about 45 minutes on a quiet machine (5 folds, 224 px, 3 epochs per model); the outputs are committed.
 bench-chest: venv
 	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python benchmarks/chest_xray_study.py --data $(CHEST_XRAY_SAMPLE) $(CHEST_ARGS)
 

@@ -3,9 +3,9 @@ one grey channel, in stratified k-fold cross-validation (grouped by patient wher
 out-of-fold screening metrics with bootstrap intervals, calibration, and Grad-CAM on correct and wrong cases.
 
     nice -n 10 python benchmarks/chest_xray_study.py --data CHEST_XRAY_FOLDER [--folds 5] [--size 224]
-           [--epochs simple_cnn:3,resnet18:1] [--threads 1]
+           [--epochs simple_cnn:3,resnet18:3] [--threads 1]
 
-Sized for about half an hour of one CPU core with the defaults on the 624-image sample (longer on a machine shared with other heavy jobs). Writes
+Sized for about 75 minutes of one CPU core with the defaults on the 624-image sample (longer on a machine shared with other heavy jobs). Writes
 chest_xray_study.json, chest_xray_study.md, chest_xray_roc.png, chest_xray_reliability.png and chest_xray_gradcam.png
 beside this file (or into --out); all of them are rewritten after every fold, from the folds done.
 """
@@ -67,7 +67,7 @@ def main():
     ap.add_argument('--data', required=True, help='chest X-ray folder: Kermany chest_xray/ class folders or images + labels.csv')
     ap.add_argument('--folds', type=int, default=5)
     ap.add_argument('--size', type=int, default=224)
-    ap.add_argument('--epochs', default='simple_cnn:3,resnet18:1', help='arch:epochs,... (trained from scratch)')
+    ap.add_argument('--epochs', default='simple_cnn:3,resnet18:3', help='arch:epochs,... (trained from scratch)')
     ap.add_argument('--bs', type=int, default=32)
     ap.add_argument('--lr', type=float, default=3e-3)
     ap.add_argument('--n-boot', type=int, default=1000)
