@@ -791,17 +791,21 @@ def layout_of(folder) -> str|None:
                 if e.name != m: raise   # a layout chapter that is there but fails to import is a bug, not a missing plugin
     return next((n for n, lay in LAYOUTS.items() if lay.detect(Path(folder))), None)
 
+def _layout(source) -> Layout|None:
+    "The registered layout of folder `source`, else None (registered sources and files have none)."
+    if str(source) in SOURCES or not Path(source).is_dir(): return None
+    lay = layout_of(source)
+    return LAYOUTS[lay] if lay else None
+
 def layout_defaults(source) -> dict:
     "The training settings the layout of `source` suggests ({} for other sources)."
-    if str(source) in SOURCES or not Path(source).is_dir(): return {}
-    lay = layout_of(source)
-    return dict(LAYOUTS[lay].defaults or {}) if lay else {}
+    lay = _layout(source)
+    return dict(lay.defaults or {}) if lay else {}
 
 def whole_images(source) -> bool:
     "Whether `source` is in a layout whose images are resized whole (a run on it classifies whole images)."
-    if str(source) in SOURCES or not Path(source).is_dir(): return False
-    lay = layout_of(source)
-    return bool(lay and LAYOUTS[lay].whole_images)
+    lay = _layout(source)
+    return bool(lay and lay.whole_images)
 
 # %% ../nbs/01_data.ipynb #6906ca59
 def _file_split(path:Path) -> str|None:

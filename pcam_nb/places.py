@@ -183,10 +183,12 @@ def multiclass_report(y, probs, classes, n_boot:int=1000, seed:int=0, top_pairs:
     if probs.shape != (len(y), len(classes)): raise PCamError(f"probabilities of shape {probs.shape} for {len(y)} labels and {len(classes)} classes")
     t1, t5 = topk_correct(y, probs, 1), topk_correct(y, probs, 5)
     pred = probs.argmax(1)
-    per = {c: float((pred[y == i] == i).mean()) if (y == i).any() else None for i, c in enumerate(classes)}
+    table = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}   # JSON: null, not NaN
+             for r in per_class_table(y, pred, classes).to_dict('records')]
+    acc = {r['class']: r['accuracy'] for r in table}
     return dict(n=int(len(y)), n_classes=len(classes), top1=float(t1.mean()), top1_ci=_boot_mean(t1, n_boot, seed),
-                top5=float(t5.mean()), top5_ci=_boot_mean(t5, n_boot, seed), per_class_accuracy=per,
-                per_class=per_class_table(y, pred, classes).to_dict('records'),
+                top5=float(t5.mean()), top5_ci=_boot_mean(t5, n_boot, seed), per_class_accuracy={c: acc[c] for c in classes},
+                per_class=table,
                 confused_pairs=confused_pairs(y, pred, classes, top_pairs).to_dict('records'))
 
 def plot_confusion_top(y, pred, classes, k:int=20, fname=None, title:str='confusion (row %)'):
