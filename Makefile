@@ -67,14 +67,19 @@ train: venv
 	  $(BIN)/pcam_evaluate runs/cpu-demo-$(STAMP) --split test --no-plots --no-progress --n-boot 200; \
 	fi
 
-test: nbtest docs-test pytest
+# The docs site is built inside pytest (tests/test_docs.py runs nbdev_docs when _docs/ is older than the notebooks),
+# on one worker while the other runs tests: Quarto renders on one core.
+test: nbtest pytest
 
 # One notebook per core, one torch thread each: two 2-thread kernels on 2 cores ran the suite 1.8x slower.
 nbtest: venv
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --flags "$(REALDATA)" --timing
 
+# Two pytest workers (pytest-xdist), each a whole test file at a time (module fixtures are built once) with one torch
+# thread: most tests use one core, so two workers keep both busy. TEST_WORKERS=1 runs the tests one after another.
+TEST_WORKERS ?= 2
 pytest: venv
-	$(BIN)/pytest tests
+	OMP_NUM_THREADS=1 $(BIN)/pytest tests $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 lab: venv
 	$(BIN)/jupyter lab --notebook-dir=nbs

@@ -15,6 +15,17 @@ SAMPLES = {'pcam-sample': ('PCAM_SAMPLE', 'labels.csv'),
            'wsi-sample': ('WSI_SAMPLE', 'cmu-1-small-region.svs')}
 
 
+# The longest test files, longest first (`make test` runs the files on two workers, a whole file each: started first, the
+# long ones do not leave one worker busy at the end). The docs file builds the site when it is not fresh.
+LONGEST = ['test_docs.py', 'test_train.py', 'test_gpu_check.py', 'test_distributed.py', 'test_predict.py',
+           'test_equivariant.py', 'test_pipeline.py', 'test_evaluate.py', 'test_serve.py', 'test_tune.py']
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST)}
+    items.sort(key=lambda it: rank.get(it.path.name, len(LONGEST)))   # stable: the rest keep their order
+
+
 def sample(name='pcam-sample'):
     "The folder of real sample `name` (from its environment variable, else the default), or skip the test with the reason."
     if name not in SAMPLES: raise KeyError(f"unknown sample {name!r}: one of {', '.join(SAMPLES)}")

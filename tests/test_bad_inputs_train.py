@@ -1,12 +1,11 @@
 """Bad input to pcam_train and its run folders: refused in one line (exit 2) before anything heavy, never silently wrong,
 never running code from a run folder, never mixing or losing runs."""
 import errno, json, os, shutil, subprocess, torch
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from conftest import cli, assert_clean_error
+from conftest import cli_many, assert_clean_error
 
 FAST = ['--arch', 'simple_cnn', '--bs', '64', '--device', 'cpu', '--no-progress']
 
@@ -57,8 +56,8 @@ def user_folder(tmp_path):
     return d
 
 
-# The command line, in a fresh process per case: (args, check) from `case(tmp, synth, runs)`. The commands run
-# concurrently (most of each one's time goes to importing torch); `check(r)` asserts on the CompletedProcess. The same
+# The command line, in a process per case: (args, check) from `case(tmp, synth, runs)`. The commands run two at a time,
+# each forked from this process with the package imported (`cli_many`); `check(r)` asserts on the CompletedProcess. The same
 # rules and the other bad values are then checked through the Python function behind the command, which needs no process.
 def case_lr0(t, s, r):
     "0 is a value, not 'not given'; numbers are checked before the data or the architecture."
@@ -92,14 +91,13 @@ CASES = [case_lr0, case_compile, case_bad_best, case_bad_checkpoint]
 
 @pytest.fixture(scope='module')
 def results(synth, runs, tmp_path_factory):
-    "Every case's command, run concurrently (3 at a time): {case name: (CompletedProcess, check)}."
+    "Every case's command, run two at a time: {case name: (CompletedProcess, check)}."
     made = {}
     for case in CASES:
         t = tmp_path_factory.mktemp(case.__name__)
         made[case.__name__] = case(t, synth, runs)
-    with ThreadPoolExecutor(3) as ex:
-        done = {k: ex.submit(cli, 'pcam_train', *args) for k, (args, _) in made.items()}
-        return {k: (f.result(), made[k][1]) for k, f in done.items()}
+    done = cli_many([('pcam_train', *args) for args, _ in made.values()], workers=2)
+    return {k: (r, made[k][1]) for k, r in zip(made, done)}
 
 
 @pytest.mark.parametrize('case', [c.__name__ for c in CASES])

@@ -1,11 +1,11 @@
 "pcam_bench end to end on the CPU with tiny sizes (mechanics only: CPU figures are not GPU figures); bad input: test_bad_inputs_bench."
 import json
-from conftest import cli
+from conftest import fork_cli
 
 
 def test_bench_cli_smoke(tmp_path):
     out = tmp_path/'bench.json'
-    r = cli('pcam_bench', '--json', out, '--data', tmp_path/'data', '--archs', 'simple_cnn', '--bs', 16, '--steps', 2,
+    r = fork_cli('pcam_bench', '--json', out, '--data', tmp_path/'data', '--archs', 'simple_cnn', '--bs', 16, '--steps', 2,
             '--warmup', 1, '--per-item-steps', 2, '--workers', 1, '--n-train', 64, '--n-valid', 16, '--tta-n', 16,
             '--device', 'cpu', '--no-progress', '--profile', tmp_path/'prof', timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

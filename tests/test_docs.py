@@ -151,7 +151,9 @@ def test_internal_links_resolve(visited, server, site):
         f = site/page
         if not page or f.is_dir(): page, f = f'{page}index.html'.lstrip('/'), f/'index.html'
         if not f.is_file(): bad.append((url, 'missing')); continue
-        if frag and page.endswith('.html') and frag not in ids.setdefault(page, _ids(site, page)): bad.append((url, '#' + frag))
+        if frag and page.endswith('.html'):
+            if page not in ids: ids[page] = _ids(site, page)
+            if frag not in ids[page]: bad.append((url, '#' + frag))
     assert bad == []
 
 

@@ -4,7 +4,7 @@ import json, re
 import numpy as np, pandas as pd, pytest, torch
 from sklearn.metrics import (roc_auc_score, roc_curve, accuracy_score, balanced_accuracy_score, f1_score, recall_score, log_loss)
 
-from conftest import cli, run_command, assert_clean_error
+from conftest import fork_cli, run_command, assert_clean_error
 from pcam_nb.core import PCamError
 from pcam_nb.data import pcam_h5_paths
 from pcam_nb.evaluate import (roc_auc, _weighted_auc, auc_ci, classification_metrics, ece, fit_temperature,
@@ -86,7 +86,7 @@ def test_rotation_robustness_of_invariant_and_not():
 
 def test_evaluate_cli(run, tmp_path):
     out, data = run
-    r = cli('pcam_evaluate', out, '--n-boot', 200, '--device', 'cpu', '--no-progress')    # the console script; D4 TTA by default
+    r = fork_cli('pcam_evaluate', out, '--n-boot', 200, '--device', 'cpu', '--no-progress')    # the console script; D4 TTA by default
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads((out/'eval_test.json').read_text())                  # default split: test, when the data has one
     assert {'auc', 'auc_ci', 'accuracy', 'nll', 'ece', 'n', 'tta', 'robustness', 'calibration'} <= set(rep)

@@ -4,7 +4,7 @@ import hashlib, subprocess, sys, textwrap
 import numpy as np, pandas as pd, pytest
 from PIL import Image
 
-from conftest import cli, run_command, assert_one_line_error, ROOT
+from conftest import fork_cli, run_command, assert_one_line_error, ROOT
 from pcam_nb.predict import pcam_predict, tissue_cells
 
 COLS = ['file', 'kind', 'width', 'height', 'prob', 'prob_tta', 'max_prob', 'mean_prob', 'tissue_frac', 'heatmap']
@@ -37,7 +37,7 @@ def test_predict_folder(run, images, tmp_path):
     run_dir, _ = run
     before = digest(images)
     out = tmp_path/'res'/'pred.csv'
-    r = cli('pcam_predict', run_dir, images, '--out', out, '--device', 'cpu', '--bs', 16, '--no-progress')
+    r = fork_cli('pcam_predict', run_dir, images, '--out', out, '--device', 'cpu', '--bs', 16, '--no-progress')
     assert r.returncode == 0, r.stderr[-3000:]
     assert '3 patches, 1 heatmaps' in r.stdout
     assert 'region.png: 300x200 px, 70 cells of 32 px' in r.stdout and 'windows/s (first batch): about' in r.stdout  # the plan
