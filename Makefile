@@ -17,7 +17,7 @@ QUIET_PIP := grep -v '^WARNING: Location' || true
 CPU_EPOCHS ?= 3
 CPU_LIMIT ?= 4096
 
-.PHONY: venv train test nbtest pytest lab quarto docs preview docs-test readme export clean bench-load bench bench-segment bench-arch bench-chest gpu-check wheelhouse help
+.PHONY: venv train test nbtest pytest lab quarto docs preview readme export clean bench-load bench bench-segment bench-arch bench-chest gpu-check wheelhouse help
 
 help:
 	@echo "make train  - set up .venv and run the main job (CPU: synthetic demo; GPU: full recipe)"
@@ -102,11 +102,6 @@ docs: quarto
 
 preview: quarto
 	$(WITH_QUARTO) $(BIN)/nbdev_preview
-
-# In `make test`: build the site for tests/test_docs.py when Quarto is there or installable, else say why not.
-docs-test: venv
-	@if command -v quarto >/dev/null || test -x $(BIN)/quarto || test -n "$(QUARTO_KIT)"; then $(MAKE) --no-print-directory -o $(BIN)/.installed docs; \
-	else echo "docs-test: skipped, $(QUARTO_HELP)"; fi
 
 readme: quarto
 	$(WITH_QUARTO) $(BIN)/nbdev_readme

@@ -17,8 +17,8 @@ from .core import PCamError, fail, pcam_cli, tmp_path
 
 # %% auto #0
 __all__ = ['PCAM_CLASSES', 'SPLITS', 'COMPRESSIONS', 'IMG_EXTS', 'POSITIVE_NAMES', 'SOURCES', 'LAYOUTS', 'LAYOUT_MODULES',
-           'Patches', 'check_patches', 'pcam_h5_paths', 'PCamH5Writer', 'write_pcam_h5', 'read_pcam_h5', 'read_image',
-           'read_images', 'to_grey', 'order_classes', 'positive_class', 'holdout', 'read_csv_folder',
+           'limit_rows', 'Patches', 'check_patches', 'pcam_h5_paths', 'PCamH5Writer', 'write_pcam_h5', 'read_pcam_h5',
+           'read_image', 'read_images', 'to_grey', 'order_classes', 'positive_class', 'holdout', 'read_csv_folder',
            'read_class_folders', 'data_dir', 'register_source', 'source_kind', 'resolve_source', 'Layout',
            'register_layout', 'layout_of', 'layout_defaults', 'whole_images', 'load_patches', 'h5_splits',
            'available_splits', 'same_source', 'convert', 'pcam_convert', 'pcam_info', 'load_speed']
@@ -49,6 +49,11 @@ PCAM_CLASSES = ['normal', 'tumour']
 SPLITS = ('train', 'valid', 'test')
 
 # %% ../nbs/01_data.ipynb #86e1959c
+def limit_rows(n:int, limit:int|None, seed:int=0) -> np.ndarray|None:
+    "The rows of `n` that `Patches.limit` keeps: `limit` of them drawn with `seed`, in order (None: all of them)."
+    if limit is None or limit >= n: return None
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
 @dataclass
 class Patches:
     "One split of patches: uint8 `x` (N,H,W,C), integer `y` indexing `classes`, string `ids`, optional `meta`."
@@ -84,8 +89,8 @@ class Patches:
 
     def limit(self, n:int|None, seed:int=0):
         "At most `n` of these patches: a seeded random subset in the original order (all of them when `n` is None)."
-        if n is None or n >= len(self): return self
-        return self.subset(np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False)))
+        keep = limit_rows(len(self), n, seed)
+        return self if keep is None else self.subset(keep)
 
     def to_memory(self):
         "The same patches with `x` as an in-memory numpy array."
@@ -671,8 +676,9 @@ def _labels_csv(csv:Path, label_col:str='label'):
     return _dedupe(df, id_col, label_col, csv), id_col
 
 def read_csv_folder(folder, split:str='train', size:int|None=None, csv=None, label_col:str='label',
-                    valid_pct:float=0.2, seed:int=0, progress:bool=True, max_pixels:int|None=None) -> Patches:
-    "Read `split` of a folder of images labelled by a CSV (Kaggle `id,label`, or with a `split` column)."
+                    valid_pct:float=0.2, seed:int=0, progress:bool=True, max_pixels:int|None=None,
+                    limit:int|None=None, limit_seed:int=0) -> Patches:
+    "Read `split` of a folder of images labelled by a CSV (Kaggle `id,label`, or with a `split` column); with `limit`, only the images `Patches.limit` would keep."
     folder = Path(folder)
     csv = Path(csv) if csv else _find_csv(folder)
     if csv is None or not csv.exists(): fail(_disp(folder), "no labels CSV found", "Add labels.csv with columns id,label")
@@ -680,6 +686,8 @@ def read_csv_folder(folder, split:str='train', size:int|None=None, csv=None, lab
     classes, y = _classes_of(df[label_col], csv, df[id_col])
     mask = _pick_split(split, df['split'] if 'split' in df else None, csv, valid_pct, seed, y)
     df, y = df[mask].reset_index(drop=True), y[mask]
+    keep = limit_rows(len(df), limit, limit_seed)
+    if keep is not None: df, y = df.iloc[keep].reset_index(drop=True), y[keep]
     ids = df[id_col].to_numpy()
     paths = _resolve_paths(_image_dir(folder, csv), ids, csv)
     x = read_images(paths, size, progress, max_pixels=max_pixels)
@@ -827,14 +835,16 @@ def _check_args(split=None, size=None, max_pixels=None, valid_pct=0.2):
         raise PCamError(f"valid_pct={valid_pct!r}: must be a fraction between 0 and 1 (e.g. 0.2)")
 
 def load_patches(source, split:str|None=None, size:int|None=None, mode:str='memory', progress:bool=True,
-                 valid_pct:float=0.2, seed:int=0, max_pixels:int|None=None, classes=None) -> Patches:
-    "Read `split` (default: 'train', or the split a single PCam file holds) of any data source as `Patches` (only `classes`, if given)."
+                 valid_pct:float=0.2, seed:int=0, max_pixels:int|None=None, classes=None, limit:int|None=None,
+                 limit_seed:int=0) -> Patches:
+    "Read `split` (default: 'train', or the split a single PCam file holds) of any data source as `Patches` (only `classes`, if given; at most `limit`, as `Patches.limit(limit, limit_seed)`)."
     _check_args(split, size, max_pixels, valid_pct)
+    _whole(limit, 'limit')
     source = resolve_source(source)
     kind = source_kind(source)
     if kind in LAYOUTS:
         return LAYOUTS[kind].read(source, split or 'train', size, valid_pct=valid_pct, seed=seed, progress=progress,
-                                  max_pixels=max_pixels, classes=classes)
+                                  max_pixels=max_pixels, classes=classes).limit(limit, limit_seed)
     if classes is not None:
         fail(_disp(source), f"a {kind} source takes no class selection (classes={classes!r})",
              f"Select classes for layouts that offer it ({', '.join(LAYOUTS) or 'none registered'}), or leave them out")
@@ -850,9 +860,12 @@ def load_patches(source, split:str|None=None, size:int|None=None, mode:str='memo
         p = read_pcam_h5(path, split, mode, progress)
         if size and size != p.size:
             raise PCamError(f"{_disp(path)}: patches are {p.size} px, size={size} asked; resize when converting (pcam_convert --size)")
-        return p
-    if kind == 'csv': return read_csv_folder(path, split, size, valid_pct=valid_pct, seed=seed, progress=progress, max_pixels=max_pixels)
-    return read_class_folders(path, split, size, valid_pct=valid_pct, seed=seed, progress=progress, max_pixels=max_pixels)
+        return p.limit(limit, limit_seed)
+    if kind == 'csv':   # only the images kept are read
+        return read_csv_folder(path, split, size, valid_pct=valid_pct, seed=seed, progress=progress, max_pixels=max_pixels,
+                               limit=limit, limit_seed=limit_seed)
+    return read_class_folders(path, split, size, valid_pct=valid_pct, seed=seed, progress=progress,
+                              max_pixels=max_pixels).limit(limit, limit_seed)
 
 # %% ../nbs/01_data.ipynb #b6fafb5e
 def h5_splits(root) -> dict:

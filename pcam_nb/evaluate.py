@@ -323,7 +323,7 @@ def eval_patches(run_dir, data=None, split:str|None=None, limit:int|None=None, s
     cfg = run_config(run_dir)
     data = str(data or cfg['data'])
     split = split or _default_split(data)
-    p = load_patches(data, split, cfg.get('size'), progress=progress, classes=cfg.get('class_subset')).limit(limit, seed)
+    p = load_patches(data, split, cfg.get('size'), progress=progress, classes=cfg.get('class_subset'), limit=limit, limit_seed=seed)
     if list(p.classes) != list(cfg['classes']):
         raise PCamError(f"{data} ({split}): classes {p.classes} differ from the run's {cfg['classes']}; "
                         "evaluate on data with the same classes")
@@ -360,7 +360,8 @@ def calibration_report(logits, y, valid_logits, valid_y, tta:bool=True) -> dict:
 
 def _valid_logits(cfg, model, stats, bs, device, tta, progress):
     "Logits and labels of the run's own valid split (the part it validated on), for the temperature."
-    vp = load_patches(cfg['data'], 'valid', cfg.get('size'), progress=progress, classes=cfg.get('class_subset')).limit(cfg.get('valid_limit'), cfg.get('seed', 0))
+    vp = load_patches(cfg['data'], 'valid', cfg.get('size'), progress=progress, classes=cfg.get('class_subset'),
+                      limit=cfg.get('valid_limit'), limit_seed=cfg.get('seed', 0))
     return predict_logits(model, eval_dl(vp, stats, bs, device), tta=tta, progress=progress), vp.y
 
 # %% ../nbs/09_evaluate.ipynb #78cd26ca

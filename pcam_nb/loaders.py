@@ -261,8 +261,8 @@ def pcam_dls(source='synthetic', bs:int=128, size:int|None=None, device=None, au
              limit:int|None=None, valid_limit:int|None=None, seed:int=0, valid_split:str='valid',
              progress:bool=True, classes=None, **kwargs) -> DataLoaders:
     "fastai `DataLoaders` from any data source: `train` and `valid_split` splits (only `classes`, where the layout offers a choice), patches held on `device`."
-    trn = load_patches(source, 'train', size, progress=progress, classes=classes).limit(limit, seed)
-    val = load_patches(source, valid_split, size, progress=progress, classes=classes).limit(valid_limit, seed)
+    trn = load_patches(source, 'train', size, progress=progress, classes=classes, limit=limit, limit_seed=seed)
+    val = load_patches(source, valid_split, size, progress=progress, classes=classes, limit=valid_limit, limit_seed=seed)
     return patch_dls(trn, val, bs, device, aug, stats, **kwargs)
 
 # %% ../nbs/04_loaders.ipynb #7d7e5627

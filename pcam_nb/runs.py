@@ -34,7 +34,7 @@ def run_stats(cfg:dict):
     "Normalisation statistics a run was trained with (recorded, ImageNet's, or recomputed from its training data)."
     if cfg.get('stats'): return cfg['stats']
     if cfg.get('pretrained') or cfg.get('weights'): return imagenet_stats
-    train = load_patches(cfg['data'], 'train', cfg.get('size'), progress=False).limit(cfg.get('limit'), cfg.get('seed', 0))
+    train = load_patches(cfg['data'], 'train', cfg.get('size'), progress=False, limit=cfg.get('limit'), limit_seed=cfg.get('seed', 0))
     return channel_stats(train.x)
 
 # %% ../nbs/07_runs.ipynb #c4f813fe
