@@ -706,8 +706,8 @@ def _utf8(p:Path) -> Path:
     return p
 
 def read_class_folders(folder, split:str='train', size:int|None=None, valid_pct:float=0.2, seed:int=0,
-                       progress:bool=True, max_pixels:int|None=None) -> Patches:
-    "Read `split` of a folder with one sub-folder of images per class (optionally under train/ valid/ test/)."
+                       progress:bool=True, max_pixels:int|None=None, limit:int|None=None, limit_seed:int=0) -> Patches:
+    "Read `split` of a folder with one sub-folder of images per class (optionally under train/ valid/ test/); with `limit`, only the images `Patches.limit` would keep."
     folder = Path(folder)
     split_dirs = {d.name.lower().replace('val', 'valid').replace('validid', 'valid'): d for d in _class_dirs(folder)
                   if d.name.lower() in ('train', 'valid', 'val', 'test')}
@@ -726,6 +726,8 @@ def read_class_folders(folder, split:str='train', size:int|None=None, valid_pct:
     if not split_dirs:
         m = _pick_split(split, None, folder, valid_pct, seed, y)
         paths, y = [o for o, k in zip(paths, m) if k], y[m]
+    keep = limit_rows(len(y), limit, limit_seed)
+    if keep is not None: paths, y = [paths[i] for i in keep], y[keep]
     x = read_images(paths, size, progress, max_pixels=max_pixels)
     return Patches(x, y, classes, [f'{o.parent.name}/{o.name}' for o in paths], str(folder))
 
@@ -861,11 +863,9 @@ def load_patches(source, split:str|None=None, size:int|None=None, mode:str='memo
         if size and size != p.size:
             raise PCamError(f"{_disp(path)}: patches are {p.size} px, size={size} asked; resize when converting (pcam_convert --size)")
         return p.limit(limit, limit_seed)
-    if kind == 'csv':   # only the images kept are read
-        return read_csv_folder(path, split, size, valid_pct=valid_pct, seed=seed, progress=progress, max_pixels=max_pixels,
-                               limit=limit, limit_seed=limit_seed)
-    return read_class_folders(path, split, size, valid_pct=valid_pct, seed=seed, progress=progress,
-                              max_pixels=max_pixels).limit(limit, limit_seed)
+    read = read_csv_folder if kind == 'csv' else read_class_folders   # image folders read only the images kept
+    return read(path, split, size, valid_pct=valid_pct, seed=seed, progress=progress, max_pixels=max_pixels,
+                limit=limit, limit_seed=limit_seed)
 
 # %% ../nbs/01_data.ipynb #b6fafb5e
 def h5_splits(root) -> dict:
