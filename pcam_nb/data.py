@@ -841,7 +841,7 @@ def load_patches(source, split:str|None=None, size:int|None=None, mode:str='memo
                  limit_seed:int=0) -> Patches:
     "Read `split` (default: 'train', or the split a single PCam file holds) of any data source as `Patches` (only `classes`, if given; at most `limit`, as `Patches.limit(limit, limit_seed)`)."
     _check_args(split, size, max_pixels, valid_pct)
-    _whole(limit, 'limit')
+    _whole(limit, 'limit'); _whole(limit_seed, 'limit_seed', 0)
     source = resolve_source(source)
     kind = source_kind(source)
     if kind in LAYOUTS:
